@@ -1,0 +1,18 @@
+# densevlm-mm: `make demo` (main job on the embedded default) and `make test`. Both install first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= work_dirs/tiny_demo
+
+.PHONY: install demo test clean-demo
+
+install:
+	@bash tools/install.sh
+
+demo: install
+	$(PY) tools/run_tiny_demo.py --work-dir $(DEMO_DIR)
+
+test: install
+	$(PY) -m pytest -q -x --durations=15 tests
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

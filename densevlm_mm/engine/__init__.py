@@ -1,0 +1,2 @@
+"""Hooks and runner utilities."""
+from .hooks import *  # noqa: F401,F403

@@ -1,0 +1,209 @@
+"""Class text embeddings: prompt ensembling, the embedding file format, and its checks.
+
+File format (``.pt``, read with ``torch.load(weights_only=True)``) — a dict:
+
+=================  =====================================================================
+``embeddings``     float32 ``[C, D]``, one row per class in vocabulary order
+``class_names``    list of C names
+``is_thing``       bool ``[C]``
+``model_name``     open_clip model name whose text tower produced the rows
+``embed_dim``      D
+``normalized``     whether rows are unit norm (the reference's 316-class files are not)
+``templates``      the prompt templates used
+=================  =====================================================================
+
+Reference ``.npy`` files (``[C, D]`` only) load too when a vocabulary is given for the names and
+the thing/stuff split.
+"""
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .vocabulary import Vocabulary, load_vocabulary
+
+# The 63 prompt templates of the reference (spec §7.1), ``{article}`` = a/an, ``{}`` = class name.
+TEMPLATES: List[str] = [
+    'There is {article} {} in the scene.', 'There is the {} in the scene.',
+    'a photo of {article} {} in the scene.', 'a photo of the {} in the scene.',
+    'a photo of one {} in the scene.', 'itap of {article} {}.', 'itap of my {}.', 'itap of the {}.',
+    'a photo of {article} {}.', 'a photo of my {}.', 'a photo of the {}.', 'a photo of one {}.',
+    'a photo of many {}.', 'a good photo of {article} {}.', 'a good photo of the {}.',
+    'a bad photo of {article} {}.', 'a bad photo of the {}.', 'a photo of a nice {}.',
+    'a photo of the nice {}.', 'a photo of a cool {}.', 'a photo of the cool {}.',
+    'a photo of a weird {}.', 'a photo of the weird {}.', 'a photo of a small {}.',
+    'a photo of the small {}.', 'a photo of a large {}.', 'a photo of the large {}.',
+    'a photo of a clean {}.', 'a photo of the clean {}.', 'a photo of a dirty {}.',
+    'a photo of the dirty {}.', 'a bright photo of {article} {}.', 'a bright photo of the {}.',
+    'a dark photo of {article} {}.', 'a dark photo of the {}.', 'a photo of a hard to see {}.',
+    'a photo of the hard to see {}.', 'a low resolution photo of {article} {}.',
+    'a low resolution photo of the {}.', 'a cropped photo of {article} {}.',
+    'a cropped photo of the {}.', 'a close-up photo of {article} {}.',
+    'a close-up photo of the {}.', 'a jpeg corrupted photo of {article} {}.',
+    'a jpeg corrupted photo of the {}.', 'a blurry photo of {article} {}.',
+    'a blurry photo of the {}.', 'a pixelated photo of {article} {}.',
+    'a pixelated photo of the {}.', 'a black and white photo of the {}.',
+    'a black and white photo of {article} {}.', 'a plastic {}.', 'the plastic {}.', 'a toy {}.',
+    'the toy {}.', 'a plushie {}.', 'the plushie {}.', 'a cartoon {}.', 'the cartoon {}.',
+    'an embroidered {}.', 'the embroidered {}.', 'a painting of the {}.', 'a painting of a {}.'
+]
+
+
+def clean_name(name: str) -> str:
+    """``_`` → space, ``/`` → `` or ``, lower case, no trailing full stop (spec §7.1)."""
+    return name.replace('_', ' ').replace('/', ' or ').lower().rstrip('.')
+
+
+def make_prompts(name: str, templates: Sequence[str] = TEMPLATES) -> List[str]:
+    """All prompts of one class; prompts starting with ``a``/``the`` get the prefix ``This is ``."""
+    article = 'an' if name[:1].lower() in 'aeiou' else 'a'
+    cleaned = clean_name(name)
+    prompts = []
+    for template in templates:
+        prompt = template.replace('{article}', article).replace('{}', cleaned)
+        if prompt.startswith('a ') or prompt.startswith('an ') or prompt.startswith('the '):
+            prompt = 'This is ' + prompt
+        prompts.append(prompt)
+    return prompts
+
+
+@torch.no_grad()
+def build_text_embeddings(clip_model: torch.nn.Module,
+                          tokenizer: Callable,
+                          names: Sequence[str],
+                          templates: Sequence[str] = TEMPLATES,
+                          normalize: bool = True,
+                          batch_size: int = 256,
+                          device: Union[str, torch.device] = 'cpu',
+                          progress: bool = False) -> torch.Tensor:
+    """Prompt-ensembled class embeddings ``[C, D]``.
+
+    Each prompt is encoded and L2-normalised, prompts of a class are averaged, and the mean is
+    L2-normalised when ``normalize`` (the reference's 316-class files skip this last step).
+    """
+    rows = []
+    iterator = enumerate(names)
+    if progress:
+        from mmengine.utils import ProgressBar
+        bar = ProgressBar(len(names))
+    for _, name in iterator:
+        prompts = make_prompts(name, templates)
+        feats = []
+        for start in range(0, len(prompts), batch_size):
+            tokens = tokenizer(prompts[start:start + batch_size]).to(device)
+            feats.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
+        mean = torch.cat(feats).mean(0)
+        rows.append(F.normalize(mean, dim=0) if normalize else mean)
+        if progress:
+            bar.update()
+    return torch.stack(rows).cpu()
+
+
+@dataclass
+class TextEmbeddings:
+    """Class embeddings ``[C, D]`` with the names, thing/stuff flags and producing model."""
+    embeddings: torch.Tensor
+    class_names: List[str]
+    is_thing: torch.Tensor
+    model_name: str = 'unknown'
+    normalized: bool = True
+    templates: List[str] = field(default_factory=lambda: list(TEMPLATES))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+    def save(self, path: str) -> None:
+        torch.save(
+            dict(embeddings=self.embeddings.float().contiguous(), class_names=list(self.class_names),
+                 is_thing=self.is_thing.bool(), model_name=self.model_name,
+                 embed_dim=self.embed_dim, normalized=bool(self.normalized),
+                 templates=list(self.templates)), path)
+
+
+def load_text_embeddings(path: str,
+                         vocabulary: Optional[Union[str, Vocabulary]] = None,
+                         embed_dim: Optional[int] = None,
+                         num_classes: Optional[int] = None,
+                         class_names: Optional[Sequence[str]] = None,
+                         model_name: Optional[str] = None) -> TextEmbeddings:
+    """Load an embedding file and check it against what it will be used with.
+
+    Args:
+        path: ``.pt`` file written by ``tools/text_embeddings.py``, or a reference ``.npy``.
+        vocabulary: required for ``.npy`` files; for ``.pt`` files, its names and split must match.
+        embed_dim: the model's joint embedding dimension.
+        num_classes / class_names: what the dataset or loss expects (count, and names in order).
+        model_name: warn-free check that the file was produced by this open_clip model.
+
+    Raises:
+        FileNotFoundError, ValueError: with a message naming the file and the mismatch.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'text embedding file not found: {path!r}. Create it with '
+                                '`python tools/text_embeddings.py MODEL CKPT VOCAB OUT.pt`.')
+    vocab = load_vocabulary(vocabulary) if vocabulary is not None else None
+    if path.endswith('.npy'):
+        if vocab is None:
+            raise ValueError(f'{path!r} is a bare .npy array; pass the vocabulary it was made from '
+                             '(names and thing/stuff split), e.g. vocabulary="densevlm_316".')
+        array = torch.from_numpy(np.load(path)).float()
+        norms = array.norm(dim=-1)
+        te = TextEmbeddings(array, list(vocab.names), vocab.is_thing.clone(),
+                            model_name='unknown (.npy)',
+                            normalized=bool(torch.allclose(norms, torch.ones_like(norms), atol=1e-3)))
+    else:
+        try:
+            obj = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as exc:
+            raise ValueError(f'{path!r} is not a text embedding file readable with '
+                             f'weights_only=True: {exc}') from exc
+        missing = {'embeddings', 'class_names', 'is_thing'} - set(obj if isinstance(obj, dict) else {})
+        if missing:
+            raise ValueError(f'{path!r} is not a text embedding file (missing {sorted(missing)}); '
+                             'create one with tools/text_embeddings.py.')
+        te = TextEmbeddings(obj['embeddings'].float(), list(obj['class_names']),
+                            torch.as_tensor(obj['is_thing']).bool(),
+                            model_name=obj.get('model_name', 'unknown'),
+                            normalized=bool(obj.get('normalized', True)),
+                            templates=list(obj.get('templates', TEMPLATES)))
+    if te.embeddings.ndim != 2 or te.embeddings.shape[0] != len(te.class_names):
+        raise ValueError(f'{path!r}: embeddings of shape {tuple(te.embeddings.shape)} do not have '
+                         f'one row per class ({len(te.class_names)} names)')
+    if vocab is not None:
+        if len(vocab) != len(te):
+            raise ValueError(f'{path!r} has {len(te)} classes but the vocabulary has {len(vocab)}; '
+                             'regenerate the embeddings for this vocabulary.')
+        if not path.endswith('.npy'):
+            if list(vocab.names) != list(te.class_names):
+                bad = next(i for i, (a, b) in enumerate(zip(vocab.names, te.class_names)) if a != b)
+                raise ValueError(f'{path!r}: class {bad} is {te.class_names[bad]!r} in the file but '
+                                 f'{vocab.names[bad]!r} in the vocabulary (order matters).')
+            if not torch.equal(vocab.is_thing, te.is_thing):
+                raise ValueError(f'{path!r}: thing/stuff flags differ from the vocabulary')
+    if embed_dim is not None and te.embed_dim != embed_dim:
+        raise ValueError(f'{path!r} holds {te.embed_dim}-d embeddings but the model embeds into '
+                         f'{embed_dim} dimensions; generate the file with the same CLIP model '
+                         f'(file: {te.model_name}).')
+    if num_classes is not None and len(te) != num_classes:
+        raise ValueError(f'{path!r} has {len(te)} classes but {num_classes} are expected; generate '
+                         'it for the dataset\'s category list.')
+    if class_names is not None:
+        class_names = list(class_names)
+        if len(class_names) != len(te):
+            raise ValueError(f'{path!r} has {len(te)} classes but the dataset has '
+                             f'{len(class_names)}')
+        for i, (a, b) in enumerate(zip(class_names, te.class_names)):
+            if a != b:
+                raise ValueError(f'{path!r}: class {i} is {b!r} in the file but {a!r} in the '
+                                 'dataset; the rows must follow the dataset\'s category order.')
+    if model_name is not None and te.model_name not in ('unknown', 'unknown (.npy)') \
+            and te.model_name != model_name:
+        raise ValueError(f'{path!r} was made with {te.model_name!r}, not {model_name!r}')
+    return te

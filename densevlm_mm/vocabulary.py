@@ -1,0 +1,119 @@
+"""Class vocabularies with an explicit thing/stuff split.
+
+Formats accepted by :func:`load_vocabulary`:
+
+* a bundled name (``'densevlm_316'``, ``'coco_panoptic_133'``, ``'coco_stuff_171'``,
+  ``'densevlm_273'``, ``'ade20k_panoptic_150'``; see ``densevlm_mm/vocab_data/``);
+* JSON: a list of objects with ``name`` and ``isthing`` (0/1 or bool; other keys are ignored), in
+  row order; or ``{"names": [...], "is_thing": [...]}``;
+* text: one class per line, ``thing<TAB>name`` or ``stuff<TAB>name`` (names may contain commas).
+
+A vocabulary without a thing/stuff flag for every class is rejected: DenseVLM's decoupled loss and
+the Masks-T / Masks-S evaluation both need the split.
+"""
+import json
+import os
+import os.path as osp
+from dataclasses import dataclass
+from typing import List, Sequence, Union
+
+import torch
+
+BUNDLED_DIR = osp.join(osp.dirname(__file__), 'vocab_data')
+
+
+@dataclass
+class Vocabulary:
+    """Class names in row order and a bool ``is_thing[C]`` flag per class."""
+    names: List[str]
+    is_thing: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self.is_thing = torch.as_tensor(self.is_thing, dtype=torch.bool).flatten()
+        if len(self.names) != self.is_thing.numel():
+            raise ValueError(f'vocabulary has {len(self.names)} names but '
+                             f'{self.is_thing.numel()} thing/stuff flags')
+        if len(self.names) == 0:
+            raise ValueError('vocabulary is empty')
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def num_things(self) -> int:
+        return int(self.is_thing.sum())
+
+
+def bundled_vocabularies() -> List[str]:
+    """Names accepted by :func:`load_vocabulary` without a path."""
+    return sorted(f[:-5] for f in os.listdir(BUNDLED_DIR) if f.endswith('.json'))
+
+
+def _flag(value: Union[int, bool, str], where: str) -> bool:
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ('thing', '1', 'true'):
+            return True
+        if low in ('stuff', '0', 'false'):
+            return False
+        raise ValueError(f'{where}: thing/stuff flag {value!r} is not thing/stuff/0/1')
+    return bool(value)
+
+
+def load_vocabulary(source: Union[str, 'Vocabulary']) -> Vocabulary:
+    """Load a vocabulary from a bundled name, a JSON file or a text file (see module docstring).
+
+    Raises:
+        FileNotFoundError: no such file or bundled name.
+        ValueError: the file lacks a thing/stuff flag for some class, or is malformed.
+    """
+    if isinstance(source, Vocabulary):
+        return source
+    path = source
+    if not osp.exists(path):
+        bundled = osp.join(BUNDLED_DIR, f'{source}.json')
+        if osp.exists(bundled):
+            path = bundled
+        else:
+            raise FileNotFoundError(
+                f'vocabulary {source!r} is neither a file nor a bundled vocabulary '
+                f'({", ".join(bundled_vocabularies())})')
+    if path.endswith('.json'):
+        with open(path) as f:
+            data = json.load(f)
+        if isinstance(data, dict) and 'names' in data:
+            names = list(data['names'])
+            if 'is_thing' not in data:
+                raise ValueError(f'vocabulary {path!r} has no "is_thing" list: DenseVLM needs the '
+                                 'thing/stuff split of every class.')
+            return Vocabulary(names, [_flag(v, path) for v in data['is_thing']])
+        if not isinstance(data, list):
+            raise ValueError(f'vocabulary {path!r}: expected a JSON list or {{"names", "is_thing"}}')
+        names, flags = [], []
+        for i, entry in enumerate(data):
+            if not isinstance(entry, dict) or 'name' not in entry:
+                raise ValueError(
+                    f'vocabulary {path!r} entry {i} ({entry!r}) has no thing/stuff split: give '
+                    'objects {"name": ..., "isthing": 0|1} (or a txt file with "thing<TAB>name" / '
+                    '"stuff<TAB>name" lines).')
+            names.append(entry['name'])
+            # COCO-Stuff-171 style lists omit ``isthing`` on stuff entries.
+            flags.append(_flag(entry.get('isthing', 0), f'{path} entry {i}'))
+        return Vocabulary(names, flags)
+    names, flags = [], []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip('\n')
+            if not line.strip():
+                continue
+            if '\t' not in line:
+                raise ValueError(f'{path}:{lineno}: {line!r} has no thing/stuff split; write '
+                                 '"thing<TAB>name" or "stuff<TAB>name".')
+            kind, name = line.split('\t', 1)
+            flags.append(_flag(kind, f'{path}:{lineno}'))
+            names.append(name.strip())
+    return Vocabulary(names, flags)
+
+
+def vocabulary_from_lists(names: Sequence[str], is_thing: Sequence[bool]) -> Vocabulary:
+    return Vocabulary(list(names), list(is_thing))
