@@ -1,4 +1,19 @@
-"""Models of DenseVLM: backbones (dense CLIP features), region sampler, retrieval, losses, algorithm."""
-from .algorithms import *  # noqa: F401,F403
+"""Models of DenseVLM.
+
+The core (backbones, region sampler, retrieval, losses, head, data preprocessor) imports without
+mmdet, mmseg or mmcv ops. :class:`DenseVLM` subclasses mmpretrain's self-supervisor, whose package
+imports mmcv ops; it is loaded on first use (``densevlm_mm.models.DenseVLM`` or the registry).
+"""
 from .backbones import *  # noqa: F401,F403
+from .data_preprocessor import DenseVLMDataPreprocessor
+from .heads import DenseVLMHead
 from .losses import *  # noqa: F401,F403
+from .region_sampler import GridRegionSampler
+from .retrieval import RegionRetriever
+
+
+def __getattr__(name: str):
+    if name == 'DenseVLM':
+        from .algorithms import DenseVLM
+        return DenseVLM
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -17,6 +17,7 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     import densevlm_mm.engine  # noqa: F401
     import densevlm_mm.evaluation  # noqa: F401
     import densevlm_mm.models  # noqa: F401
+    import densevlm_mm.models.algorithms  # noqa: F401
     import densevlm_mm.visualization  # noqa: F401
 
     if not init_default_scope:

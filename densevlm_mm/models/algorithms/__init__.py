@@ -1,1 +1,4 @@
+"""Training algorithms (mmpretrain self-supervisors). Importing this pulls in mmpretrain.models."""
+from .densevlm import DenseVLM
 
+__all__ = ['DenseVLM']

@@ -1,1 +1,3 @@
+from .decoupled_align_loss import MODES, DecoupledAlignLoss, retrieve
 
+__all__ = ['DecoupledAlignLoss', 'MODES', 'retrieve']

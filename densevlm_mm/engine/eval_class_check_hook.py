@@ -1,0 +1,42 @@
+"""Refuse to evaluate with class embeddings that do not match the dataset."""
+from typing import List, Optional
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from densevlm_mm.registry import HOOKS
+
+
+def check_class_names(model_names: Optional[List[str]], dataset_names, what: str) -> None:
+    """Raise ``ValueError`` naming the first difference between two class lists."""
+    if model_names is None or dataset_names is None:
+        return
+    dataset_names = list(dataset_names)
+    if len(model_names) != len(dataset_names):
+        raise ValueError(f'the evaluation text embeddings have {len(model_names)} classes but the '
+                         f'{what} dataset has {len(dataset_names)}; generate them for its '
+                         'category list (tools/text_embeddings.py).')
+    for i, (a, b) in enumerate(zip(model_names, dataset_names)):
+        if a != b:
+            raise ValueError(f'class {i} of the evaluation text embeddings is {a!r} but the {what} '
+                             f'dataset has {b!r}: rows must follow the dataset\'s category order.')
+
+
+@HOOKS.register_module()
+class EvalClassCheckHook(Hook):
+    """Before validation/testing, compare ``model.eval_class_names`` with the dataset's
+    ``metainfo['classes']`` so a mismatch fails before any image is processed."""
+
+    priority = 'VERY_HIGH'
+
+    def _check(self, runner, loader, what: str) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        dataset = getattr(loader, 'dataset', None)
+        classes = getattr(dataset, 'metainfo', {}).get('classes') if dataset is not None else None
+        check_class_names(getattr(model, 'eval_class_names', None), classes, what)
+
+    def before_val(self, runner) -> None:
+        self._check(runner, runner.val_dataloader, 'validation')
+
+    def before_test(self, runner) -> None:
+        self._check(runner, runner.test_dataloader, 'test')

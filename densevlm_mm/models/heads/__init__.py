@@ -1,0 +1,3 @@
+from .densevlm_head import DenseVLMHead
+
+__all__ = ['DenseVLMHead']

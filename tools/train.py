@@ -1,0 +1,229 @@
+"""Train a model of densevlm_mm with mmengine's Runner.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr] [--resume [CKPT]]
+                                 [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+
+The arguments are those of mmdet 3.x's ``tools/train.py``. Multi-GPU: ``tools/dist_train.sh``; Slurm:
+``tools/slurm_train.sh``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a densevlm_mm model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='enable automatic-mixed-precision training (fp16 with dynamic loss scaling on a GPU, '
+        'bfloat16 autocast on a machine without an accelerator)')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='enable automatically scaling LR by (total batch size) / auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='If specify checkpoint path, resume from it, while if not specify, try to auto resume '
+        'from the latest checkpoint in the work directory.')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format will '
+        'be merged into config file. If the value to be overwritten is a list, it should be like '
+        'key="[a,b]" or key=a,b It also allows nested list/tuple values, e.g. '
+        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torch.distributed.launch / torchrun of PyTorch >= 2.0 pass `--local-rank`; older ones
+    # `--local_rank`.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def fail(message: str) -> None:
+    """Exit with status 1 and ``message`` on stderr (no traceback: the cause is the user's input)."""
+    sys.exit(f'{osp.basename(sys.argv[0]) or "train.py"}: error: {message}')
+
+
+def setup_dynamo_cache_size_limit() -> None:
+    """``DYNAMO_CACHE_SIZE_LIMIT=N`` sets ``torch._dynamo.config.cache_size_limit`` (as mmdet)."""
+    if 'DYNAMO_CACHE_SIZE_LIMIT' in os.environ:
+        import torch._dynamo
+        torch._dynamo.config.cache_size_limit = int(os.environ['DYNAMO_CACHE_SIZE_LIMIT'])
+        print(f'torch._dynamo.config.cache_size_limit is set to '
+              f'{torch._dynamo.config.cache_size_limit}', file=sys.stderr)
+
+
+def allow_mmengine_checkpoint_meta() -> None:
+    """Let ``torch.load(weights_only=True)`` read the ``meta`` that mmengine writes into checkpoints.
+
+    torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7 calls
+    ``torch.load`` without the argument, so resuming (and ``load_from`` of a checkpoint written by
+    the Runner) fails on the ``message_hub`` state: ``HistoryBuffer`` objects holding numpy arrays,
+    and the statistics functions ``HistoryBuffer.min/max/mean/current`` pickled as
+    ``getattr(HistoryBuffer, 'min')``. Exactly these are allow-listed (``getattr`` only through
+    :func:`_history_buffer_getattr`); the loading stays ``weights_only`` (no arbitrary unpickling).
+    """
+    import numpy as np
+    import torch
+    from mmengine.logging import HistoryBuffer
+
+    safe = [HistoryBuffer, np.ndarray, np.dtype, (_history_buffer_getattr, 'builtins.getattr')]
+    for name in ('_reconstruct', 'scalar'):  # numpy 2 pickles `numpy._core`, numpy 1 `numpy.core`
+        for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+            safe.append((getattr(np._core.multiarray, name), f'{module}.{name}'))
+    for dtype in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
+                  np.uint8, np.bool_):
+        safe.append(type(np.dtype(dtype)))  # numpy.dtypes.Float64DType, ... (set in BUILD)
+    torch.serialization.add_safe_globals(safe)
+
+
+def _history_buffer_getattr(obj, name):
+    """``getattr`` for the weights-only unpickler, limited to ``HistoryBuffer``'s statistics."""
+    import pickle
+
+    from mmengine.logging import HistoryBuffer
+    if obj is HistoryBuffer and name in ('min', 'max', 'mean', 'current'):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({obj!r}, {name!r}); only the statistics methods of '
+        'mmengine.logging.HistoryBuffer are allowed when reading a checkpoint')
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch ``cfg.optim_wrapper`` to automatic mixed precision.
+
+    With CUDA (or NPU/MLU/MUSA) this is mmdet's ``AmpOptimWrapper`` with ``loss_scale='dynamic'``.
+    mmengine's ``AmpOptimWrapper`` refuses to be built without an accelerator (an assertion in its
+    ``__init__``), while mmengine's ``autocast`` supports CPU with bfloat16 only; so on CPU the
+    wrapper is :class:`CPUAmpOptimWrapper`: bfloat16 autocast, no loss scaling (bf16 has the fp32
+    exponent range, so it is not needed).
+    """
+    from mmengine.device import get_device
+    if cfg.get('optim_wrapper') is None:
+        fail('--amp needs an `optim_wrapper` in the config.')
+    if get_device() != 'cpu':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+        return
+    register_cpu_amp_optim_wrapper()
+    cfg.optim_wrapper.type = 'densevlm_mm.CPUAmpOptimWrapper'
+    cfg.optim_wrapper.pop('loss_scale', None)
+    dtype = cfg.optim_wrapper.get('dtype', None)
+    if dtype not in (None, 'bfloat16'):
+        print(f'note: --amp on CPU: optim_wrapper.dtype={dtype!r} is replaced by bfloat16, the only '
+              'dtype of CPU autocast.', file=sys.stderr)
+    cfg.optim_wrapper.dtype = 'bfloat16'
+    print('note: --amp without CUDA: mmengine\'s AmpOptimWrapper needs an accelerator; training '
+          'uses CPUAmpOptimWrapper (bfloat16 autocast, no loss scaling).', file=sys.stderr)
+
+
+def register_cpu_amp_optim_wrapper() -> None:
+    from contextlib import contextmanager
+
+    import torch
+    from mmengine.optim import OptimWrapper
+    from mmengine.runner.amp import autocast
+
+    from densevlm_mm.registry import OPTIM_WRAPPERS
+
+    if 'CPUAmpOptimWrapper' in OPTIM_WRAPPERS.module_dict:
+        return
+
+    class CPUAmpOptimWrapper(OptimWrapper):
+        """``OptimWrapper`` whose forward pass runs under CPU bfloat16 autocast."""
+
+        def __init__(self, dtype='bfloat16', **kwargs):
+            super().__init__(**kwargs)
+            self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+        @contextmanager
+        def optim_context(self, model):
+            with super().optim_context(model), autocast(device_type='cpu', dtype=self.cast_dtype):
+                yield
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            # a checkpoint of a GPU AMP run carries the GradScaler state: not used here
+            state_dict = dict(state_dict)
+            state_dict.pop('loss_scaler', None)
+            super().load_state_dict(state_dict)
+
+    OPTIM_WRAPPERS.register_module(name='CPUAmpOptimWrapper', module=CPUAmpOptimWrapper)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_dynamo_cache_size_limit()
+
+    if not osp.isfile(args.config):
+        fail(f'config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+
+    # imported after argument parsing so that `--help` stays fast
+    from densevlm_mm.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from densevlm_mm.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    allow_mmengine_checkpoint_meta()
+
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    # work_dir is determined in this priority: CLI > segment in file > filename
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        enable_amp(cfg)
+
+    if args.auto_scale_lr:
+        scale_cfg = cfg.get('auto_scale_lr', None)
+        if not scale_cfg or scale_cfg.get('base_batch_size', None) is None:
+            fail('--auto-scale-lr needs `auto_scale_lr = dict(enable=False, base_batch_size=N)` in '
+                 f'the config ({args.config} has no auto_scale_lr.base_batch_size), where N is the '
+                 'total batch size (GPUs x samples per GPU) the learning rate of the config is for.')
+        cfg.auto_scale_lr.enable = True
+
+    # resume is determined in this priority: resume from > auto_resume
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if '://' not in args.resume and not osp.isfile(args.resume):
+            fail(f'--resume checkpoint not found: {args.resume}')
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        # a customized runner from the registry if `runner_type` is set in the config
+        runner = RUNNERS.build(cfg)
+
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
