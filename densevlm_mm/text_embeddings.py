@@ -15,6 +15,7 @@ File format (``.pt``, read with ``torch.load(weights_only=True)``) — a dict:
 Reference ``.npy`` files (``[C, D]`` only) load too when a vocabulary is given for the names and
 the thing/stuff split.
 """
+import os
 import os.path as osp
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Union
@@ -206,4 +207,42 @@ def load_text_embeddings(path: str,
     if model_name is not None and te.model_name not in ('unknown', 'unknown (.npy)') \
             and te.model_name != model_name:
         raise ValueError(f'{path!r} was made with {te.model_name!r}, not {model_name!r}')
+    return te
+
+
+def generate_text_embedding_file(model_name: str, checkpoint: Optional[str],
+                                 vocabulary: Union[str, Vocabulary], out: str,
+                                 templates: Optional[Union[str, Sequence[str]]] = None,
+                                 normalize: bool = True, device: str = 'cpu',
+                                 batch_size: int = 256, progress: bool = True) -> TextEmbeddings:
+    """Encode a vocabulary with an open_clip text tower and write the embedding file.
+
+    Args:
+        model_name: open_clip model name (or a bundled tiny config).
+        checkpoint: local weights, or ``None``/``'none'`` for random init (tiny demo models).
+        vocabulary: name or file (see :func:`load_vocabulary`).
+        out: output ``.pt`` path.
+        templates: a txt file (one template per line, ``{}`` = name) or a list; default the 63.
+    """
+    from densevlm_mm.models.clip_factory import create_clip
+
+    vocab = load_vocabulary(vocabulary)
+    if templates is None:
+        templates = TEMPLATES
+    elif isinstance(templates, str):
+        if not osp.isfile(templates):
+            raise FileNotFoundError(f'templates file not found: {templates!r}')
+        with open(templates) as f:
+            templates = [ln.rstrip('\n') for ln in f if '{}' in ln]
+        if not templates:
+            raise ValueError('the templates file has no line containing "{}"')
+    ckpt = None if checkpoint in (None, 'none', 'None', '') else checkpoint
+    model, tokenizer = create_clip(model_name, pretrained=ckpt, device=device)
+    model.eval()
+    emb = build_text_embeddings(model, tokenizer, vocab.names, templates, normalize=normalize,
+                                batch_size=batch_size, device=device, progress=progress)
+    te = TextEmbeddings(emb, list(vocab.names), vocab.is_thing.clone(), model_name=model_name,
+                        normalized=normalize, templates=list(templates))
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    te.save(out)
     return te

@@ -3,8 +3,8 @@
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr] [--resume [CKPT]]
                                  [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
 
-The arguments are those of mmdet 3.x's ``tools/train.py``. Multi-GPU: ``tools/dist_train.sh``; Slurm:
-``tools/slurm_train.sh``.
+The arguments are those of mmdet 3.x's ``tools/train.py``. Multi-GPU: ``tools/dist_train.sh``;
+Slurm: ``tools/slurm_train.sh``.
 """
 import argparse
 import os
@@ -27,7 +27,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
-        help='enable automatically scaling LR by (total batch size) / auto_scale_lr.base_batch_size')
+        help='enable automatically scaling LR by '
+        '(total batch size) / auto_scale_lr.base_batch_size')
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -59,7 +60,7 @@ def parse_args(argv=None):
 
 
 def fail(message: str) -> None:
-    """Exit with status 1 and ``message`` on stderr (no traceback: the cause is the user's input)."""
+    """Exit with status 1 and ``message`` on stderr (no traceback: the user's input is wrong)."""
     sys.exit(f'{osp.basename(sys.argv[0]) or "train.py"}: error: {message}')
 
 
@@ -70,42 +71,6 @@ def setup_dynamo_cache_size_limit() -> None:
         torch._dynamo.config.cache_size_limit = int(os.environ['DYNAMO_CACHE_SIZE_LIMIT'])
         print(f'torch._dynamo.config.cache_size_limit is set to '
               f'{torch._dynamo.config.cache_size_limit}', file=sys.stderr)
-
-
-def allow_mmengine_checkpoint_meta() -> None:
-    """Let ``torch.load(weights_only=True)`` read the ``meta`` that mmengine writes into checkpoints.
-
-    torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7 calls
-    ``torch.load`` without the argument, so resuming (and ``load_from`` of a checkpoint written by
-    the Runner) fails on the ``message_hub`` state: ``HistoryBuffer`` objects holding numpy arrays,
-    and the statistics functions ``HistoryBuffer.min/max/mean/current`` pickled as
-    ``getattr(HistoryBuffer, 'min')``. Exactly these are allow-listed (``getattr`` only through
-    :func:`_history_buffer_getattr`); the loading stays ``weights_only`` (no arbitrary unpickling).
-    """
-    import numpy as np
-    import torch
-    from mmengine.logging import HistoryBuffer
-
-    safe = [HistoryBuffer, np.ndarray, np.dtype, (_history_buffer_getattr, 'builtins.getattr')]
-    for name in ('_reconstruct', 'scalar'):  # numpy 2 pickles `numpy._core`, numpy 1 `numpy.core`
-        for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
-            safe.append((getattr(np._core.multiarray, name), f'{module}.{name}'))
-    for dtype in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
-                  np.uint8, np.bool_):
-        safe.append(type(np.dtype(dtype)))  # numpy.dtypes.Float64DType, ... (set in BUILD)
-    torch.serialization.add_safe_globals(safe)
-
-
-def _history_buffer_getattr(obj, name):
-    """``getattr`` for the weights-only unpickler, limited to ``HistoryBuffer``'s statistics."""
-    import pickle
-
-    from mmengine.logging import HistoryBuffer
-    if obj is HistoryBuffer and name in ('min', 'max', 'mean', 'current'):
-        return getattr(obj, name)
-    raise pickle.UnpicklingError(
-        f'checkpoint asks for getattr({obj!r}, {name!r}); only the statistics methods of '
-        'mmengine.logging.HistoryBuffer are allowed when reading a checkpoint')
 
 
 def enable_amp(cfg: Config) -> None:
@@ -120,53 +85,19 @@ def enable_amp(cfg: Config) -> None:
     from mmengine.device import get_device
     if cfg.get('optim_wrapper') is None:
         fail('--amp needs an `optim_wrapper` in the config.')
-    if get_device() != 'cpu':
+    if get_device() in ('cuda', 'npu', 'mlu', 'musa'):
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
         return
-    register_cpu_amp_optim_wrapper()
     cfg.optim_wrapper.type = 'densevlm_mm.CPUAmpOptimWrapper'
     cfg.optim_wrapper.pop('loss_scale', None)
     dtype = cfg.optim_wrapper.get('dtype', None)
     if dtype not in (None, 'bfloat16'):
-        print(f'note: --amp on CPU: optim_wrapper.dtype={dtype!r} is replaced by bfloat16, the only '
-              'dtype of CPU autocast.', file=sys.stderr)
+        print(f'note: --amp on CPU: optim_wrapper.dtype={dtype!r} is replaced by bfloat16, the '
+              'only dtype of CPU autocast.', file=sys.stderr)
     cfg.optim_wrapper.dtype = 'bfloat16'
     print('note: --amp without CUDA: mmengine\'s AmpOptimWrapper needs an accelerator; training '
           'uses CPUAmpOptimWrapper (bfloat16 autocast, no loss scaling).', file=sys.stderr)
-
-
-def register_cpu_amp_optim_wrapper() -> None:
-    from contextlib import contextmanager
-
-    import torch
-    from mmengine.optim import OptimWrapper
-    from mmengine.runner.amp import autocast
-
-    from densevlm_mm.registry import OPTIM_WRAPPERS
-
-    if 'CPUAmpOptimWrapper' in OPTIM_WRAPPERS.module_dict:
-        return
-
-    class CPUAmpOptimWrapper(OptimWrapper):
-        """``OptimWrapper`` whose forward pass runs under CPU bfloat16 autocast."""
-
-        def __init__(self, dtype='bfloat16', **kwargs):
-            super().__init__(**kwargs)
-            self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-
-        @contextmanager
-        def optim_context(self, model):
-            with super().optim_context(model), autocast(device_type='cpu', dtype=self.cast_dtype):
-                yield
-
-        def load_state_dict(self, state_dict: dict) -> None:
-            # a checkpoint of a GPU AMP run carries the GradScaler state: not used here
-            state_dict = dict(state_dict)
-            state_dict.pop('loss_scaler', None)
-            super().load_state_dict(state_dict)
-
-    OPTIM_WRAPPERS.register_module(name='CPUAmpOptimWrapper', module=CPUAmpOptimWrapper)
 
 
 def main(argv=None):
@@ -175,15 +106,10 @@ def main(argv=None):
 
     if not osp.isfile(args.config):
         fail(f'config file not found: {args.config}')
+    if args.resume not in (None, 'auto') and '://' not in args.resume \
+            and not osp.isfile(args.resume):
+        fail(f'--resume checkpoint file not found: {args.resume}')
     cfg = Config.fromfile(args.config)
-
-    # imported after argument parsing so that `--help` stays fast
-    from densevlm_mm.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    from densevlm_mm.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    allow_mmengine_checkpoint_meta()
 
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -195,15 +121,13 @@ def main(argv=None):
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
-    if args.amp:
-        enable_amp(cfg)
-
     if args.auto_scale_lr:
         scale_cfg = cfg.get('auto_scale_lr', None)
         if not scale_cfg or scale_cfg.get('base_batch_size', None) is None:
             fail('--auto-scale-lr needs `auto_scale_lr = dict(enable=False, base_batch_size=N)` in '
                  f'the config ({args.config} has no auto_scale_lr.base_batch_size), where N is the '
-                 'total batch size (GPUs x samples per GPU) the learning rate of the config is for.')
+                 'total batch size (GPUs x samples per GPU) the learning rate of the config is '
+                 'for.')
         cfg.auto_scale_lr.enable = True
 
     # resume is determined in this priority: resume from > auto_resume
@@ -211,10 +135,18 @@ def main(argv=None):
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if '://' not in args.resume and not osp.isfile(args.resume):
-            fail(f'--resume checkpoint not found: {args.resume}')
         cfg.resume = True
         cfg.load_from = args.resume
+
+    # imported after the checks of the arguments so that `--help` and argument errors are fast
+    from mmengine.runner import Runner
+
+    from densevlm_mm.registry import RUNNERS
+    from densevlm_mm.utils import register_all_modules
+    register_all_modules(init_default_scope=False)  # also allows mmengine's checkpoint meta
+
+    if args.amp:
+        enable_amp(cfg)
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

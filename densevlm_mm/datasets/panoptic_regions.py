@@ -15,7 +15,8 @@ holds ``classes`` (names in that order), ``is_thing`` and ``category_ids``. The 
 used for evaluation must have one row per class in the same order; check it with
 ``load_text_embeddings(path, class_names=dataset.metainfo['classes'])``. When the file's names differ
 from the json's spelling (same order, same thing/stuff split), pass ``vocabulary=`` (a bundled name
-such as ``'coco_panoptic_133'`` or a vocabulary file) to take the names from it.
+such as ``'coco_panoptic_133'`` or a vocabulary file) to take the names from it;
+``metainfo=dict(classes=[...])`` works the same way, without the thing/stuff check.
 
 Each sample's data info holds ``img_path``, ``seg_map_path``, ``segments_info`` (each segment
 annotated with ``label`` and ``isthing``), ``img_id``, ``height``, ``width``. The PNG name is the
@@ -118,6 +119,12 @@ class PanopticRegionDataset(BaseDataset):
             raise ValueError(f'{self.ann_file!r} is not a panoptic annotation file (needs "images", '
                              '"annotations" and "categories")')
         meta = self._class_meta(ann.get('categories', []))
+        given = self._metainfo.get('classes')
+        if given is not None:  # names from the metainfo argument, like a vocabulary
+            if len(given) != len(meta['classes']):
+                raise ValueError(f'metainfo gives {len(given)} classes but {self.ann_file!r} has '
+                                 f'{len(meta["classes"])} categories')
+            meta['classes'] = tuple(given)
         self._metainfo.update(meta)
         cat2label = {c: i for i, c in enumerate(meta['category_ids'])}
         images = {img['id']: img for img in ann['images']}

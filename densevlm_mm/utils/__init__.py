@@ -1,4 +1,5 @@
-from .checkpoint import load_checkpoint_file, load_state_dict_reported
+from .checkpoint import (allow_mmengine_checkpoint_meta, load_checkpoint_file,
+                         load_state_dict_reported)
 from .setup_env import register_all_modules
 
-__all__ = ['register_all_modules', 'load_checkpoint_file', 'load_state_dict_reported']
+__all__ = ['register_all_modules', 'allow_mmengine_checkpoint_meta', 'load_checkpoint_file', 'load_state_dict_reported']

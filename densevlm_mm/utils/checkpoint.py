@@ -85,3 +85,40 @@ def load_state_dict_reported(module: nn.Module,
                                'convert it with tools/model_converters/.')
         print_log(msg, logger='current', level=30)
     return result
+
+
+def allow_mmengine_checkpoint_meta() -> None:
+    """Let ``torch.load(weights_only=True)`` read the ``meta`` mmengine writes into checkpoints.
+
+    torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7 calls
+    ``torch.load`` without the argument, so resuming (and ``load_from`` of a checkpoint written by
+    the Runner) fails on the ``message_hub`` state: ``HistoryBuffer`` objects holding numpy arrays,
+    and the statistics functions ``HistoryBuffer.min/max/mean/current`` pickled as
+    ``getattr(HistoryBuffer, 'min')``. Exactly these are allow-listed (``getattr`` only through
+    :func:`_history_buffer_getattr`); the loading stays ``weights_only`` (no arbitrary unpickling).
+    """
+    import numpy as np
+    import torch
+    from mmengine.logging import HistoryBuffer
+
+    multiarray = (np._core if hasattr(np, '_core') else np.core).multiarray
+    safe = [HistoryBuffer, np.ndarray, np.dtype, (_history_buffer_getattr, 'builtins.getattr')]
+    for name in ('_reconstruct', 'scalar'):  # numpy 2 pickles `numpy._core`, numpy 1 `numpy.core`
+        for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+            safe.append((getattr(multiarray, name), f'{module}.{name}'))
+    for dtype in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
+                  np.uint8, np.bool_):
+        safe.append(type(np.dtype(dtype)))  # numpy.dtypes.Float64DType, ... (set in BUILD)
+    torch.serialization.add_safe_globals(safe)
+
+
+def _history_buffer_getattr(obj, name):
+    """``getattr`` for the weights-only unpickler, limited to ``HistoryBuffer``'s statistics."""
+    import pickle
+
+    from mmengine.logging import HistoryBuffer
+    if obj is HistoryBuffer and name in ('min', 'max', 'mean', 'current'):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({obj!r}, {name!r}); only the statistics methods of '
+        'mmengine.logging.HistoryBuffer are allowed when reading a checkpoint')

@@ -19,6 +19,8 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     import densevlm_mm.models  # noqa: F401
     import densevlm_mm.models.algorithms  # noqa: F401
     import densevlm_mm.visualization  # noqa: F401
+    from .checkpoint import allow_mmengine_checkpoint_meta
+    allow_mmengine_checkpoint_meta()
 
     if not init_default_scope:
         return

@@ -1,5 +1,10 @@
 from .formatting import PackDenseVLMInputs
+from .loading import LoadImageSafe, get_skipped_images, reset_skipped_images
+from .panoptic import LoadPanopticRegions
 from .region_sampling import SampleGridRegions
 from .resize_pad import ResizeLongestPad
 
-__all__ = ['ResizeLongestPad', 'SampleGridRegions', 'PackDenseVLMInputs']
+__all__ = [
+    'LoadImageSafe', 'LoadPanopticRegions', 'ResizeLongestPad', 'SampleGridRegions',
+    'PackDenseVLMInputs', 'get_skipped_images', 'reset_skipped_images'
+]

@@ -3,6 +3,7 @@ from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmpretrain.models.selfsup.base import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
@@ -24,6 +25,10 @@ class DenseVLM(BaseSelfSupervisor):
             text tower) used by :meth:`predict`; the evaluation hook checks their names against
             the dataset's classes.
         eval_topk: number of ranked classes stored per region by :meth:`predict`.
+        freeze_unused: freeze student parameters that the dense path never uses (the query/key
+            projections of the last transformer block or of ModifiedResNet's attention pool). They
+            get no gradient in the reference either (so AdamW never updates them); freezing them
+            keeps DDP's gradient buckets complete without ``find_unused_parameters``.
     """
 
     def __init__(self, backbone: Union[dict, nn.Module],
@@ -31,7 +36,7 @@ class DenseVLM(BaseSelfSupervisor):
                  head: Optional[Union[dict, nn.Module]] = None,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  eval_text_embeddings: Optional[str] = None, eval_topk: int = 5,
-                 init_cfg: Optional[dict] = None) -> None:
+                 freeze_unused: bool = True, init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type='DenseVLMDataPreprocessor')
         super().__init__(backbone=backbone, head=head, target_generator=target_generator,
@@ -52,12 +57,41 @@ class DenseVLM(BaseSelfSupervisor):
             self.eval_class_names = list(te.class_names)
             self.register_buffer('eval_text', F.normalize(te.embeddings.float(), dim=-1),
                                  persistent=False)
+        self.frozen_unused: List[str] = []
+        if freeze_unused:
+            self.frozen_unused = self._freeze_unused_student_parameters()
         if self.with_target_generator:
             # The frozen P-VLM is not part of DDP: no broadcast, no gradient buckets.
             self._ddp_params_and_buffers_to_ignore = [
                 f'target_generator.{name}' for name, _ in
                 list(self.target_generator.named_parameters())
                 + list(self.target_generator.named_buffers())]
+
+    def _freeze_unused_student_parameters(self) -> List[str]:
+        """Probe the dense path once and freeze trainable parameters it leaves without grad."""
+        trainable = {n: p for n, p in self.backbone.named_parameters() if p.requires_grad}
+        if not trainable:
+            return []
+        was_training = self.backbone.training
+        self.backbone.eval()  # no BatchNorm statistics update
+        size = 4 * self.backbone.stride
+        param = next(iter(trainable.values()))
+        probe = torch.zeros(1, 3, size, size, device=param.device, dtype=param.dtype)
+        saved = {n: p.grad for n, p in trainable.items()}
+        for p in trainable.values():
+            p.grad = None
+        with torch.enable_grad():
+            self.backbone.dense_features(probe).float().sum().backward()
+        unused = [n for n, p in trainable.items() if p.grad is None]
+        for n, p in trainable.items():
+            p.grad = saved[n]
+            if n in unused:
+                p.requires_grad_(False)
+        self.backbone.train(was_training)
+        if unused:
+            print_log(f'DenseVLM: froze {len(unused)} student parameters the dense path never '
+                      f'uses: {unused}', logger='current')
+        return unused
 
     def forward(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
                 mode: str = 'tensor'):

@@ -1,0 +1,119 @@
+"""Unlabeled training images from a folder tree, and the retry logic shared by map-style datasets.
+
+DenseVLM trains on images only (the grid regions are drawn per image, no annotation is used), so any
+folder of images is a training set.
+"""
+import os
+import os.path as osp
+from typing import List, Sequence
+
+from mmengine.dataset import BaseDataset
+
+from densevlm_mm.registry import DATASETS
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+
+
+class UnlabeledImageDataset(BaseDataset):
+    """A map-style dataset of image paths whose training pipeline may return ``None``.
+
+    When the pipeline rejects a sample (``LoadImageSafe`` could not read it), another random index
+    is drawn, as mmengine's :class:`BaseDataset` does, but the failure is explained: after
+    ``max_refetch`` failures in a row, or once every index has failed, a ``RuntimeError`` names the
+    data source and the last path tried. Subclasses set ``self.source`` (what to name) and
+    implement ``load_data_list``.
+    """
+
+    source: str = ''
+
+    def __init__(self, *args, max_refetch: int = 100, **kwargs) -> None:
+        super().__init__(*args, max_refetch=max_refetch, **kwargs)
+
+    def __getitem__(self, idx: int) -> dict:
+        if self.test_mode:
+            return super().__getitem__(idx)
+        if not self._fully_initialized:
+            self.full_init()
+        failed = set()
+        for _ in range(self.max_refetch + 1):
+            data = self.prepare_data(idx)
+            if data is not None:
+                return data
+            failed.add(idx)
+            if len(failed) >= len(self):
+                break
+            idx = self._rand_another()
+        everything = len(failed) >= len(self)
+        last = self.get_data_info(idx).get('img_path', f'index {idx}')
+        what = (f'none of the {len(self)} images' if everything else
+                f'{self.max_refetch + 1} samples in a row (e.g. {last})')
+        raise RuntimeError(
+            f'{type(self).__name__}: {what} could be loaded from {self.source}; last tried: '
+            f'{last}. Unreadable or too small images are listed in the warnings above; check the '
+            'image files and the pipeline.')
+
+
+@DATASETS.register_module()
+class ImageFolderDataset(UnlabeledImageDataset):
+    """All images under ``data_root`` (recursive, sorted by relative path).
+
+    Each sample is ``dict(img_path=...)`` for :class:`LoadImageSafe`. Extensions are matched
+    case-insensitively; hidden files and folders (names starting with ``.``) are ignored; symbolic
+    links to folders are followed (each real folder once).
+
+    Args:
+        data_root: the folder to scan.
+        pipeline: the training pipeline (starting with ``LoadImageSafe``).
+        extensions: file name endings that count as images.
+        **kwargs: other :class:`mmengine.dataset.BaseDataset` arguments (``indices``,
+            ``serialize_data``, ``lazy_init``, ``max_refetch``...).
+
+    Raises:
+        FileNotFoundError: ``data_root`` is not a folder, or holds no image file.
+    """
+
+    def __init__(self,
+                 data_root: str,
+                 pipeline: Sequence = (),
+                 extensions: Sequence[str] = IMG_EXTENSIONS,
+                 **kwargs) -> None:
+        if isinstance(extensions, str):
+            extensions = (extensions, )
+        self.extensions = tuple(e.lower() if e.startswith('.') else f'.{e.lower()}'
+                                for e in extensions)
+        self.source = f'image folder {data_root!r}'
+        super().__init__(data_root=data_root, pipeline=list(pipeline), **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        root = self.data_root
+        if not osp.isdir(root):
+            raise FileNotFoundError(f'{type(self).__name__}: image folder not found: {root!r}')
+        paths = scan_images(root, self.extensions)
+        if not paths:
+            raise FileNotFoundError(
+                f'{type(self).__name__}: no image file ({", ".join(self.extensions)}) found under '
+                f'{root!r}')
+        return [dict(img_path=p) for p in paths]
+
+
+def scan_images(root: str, extensions: Sequence[str] = IMG_EXTENSIONS,
+                skip_hidden: bool = True) -> List[str]:
+    """Paths of the image files under ``root``, sorted by their path relative to ``root``."""
+    extensions = tuple(e.lower() for e in extensions)
+    found: List[str] = []
+    seen_dirs: set = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = osp.realpath(dirpath)
+        if real in seen_dirs:  # a link loop or a second link to the same folder
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        if skip_hidden:
+            dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+        for name in filenames:
+            if skip_hidden and name.startswith('.'):
+                continue
+            if name.lower().endswith(extensions):
+                found.append(osp.join(dirpath, name))
+    return sorted(found, key=lambda p: osp.relpath(p, root))
+

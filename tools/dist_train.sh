@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Distributed training on one or several nodes with torchrun.
+#
+#   bash tools/dist_train.sh CONFIG GPUS [train.py args...]
+#
+# Multi-node: run on every node with NNODES, NODE_RANK (0..NNODES-1), MASTER_ADDR (the address of
+# node 0) and PORT (a free port there) set the same way, e.g.
+#   NNODES=2 NODE_RANK=0 PORT=29500 MASTER_ADDR=10.0.0.1 bash tools/dist_train.sh CONFIG 8
+set -e
+
+CONFIG=$1
+GPUS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+PYTHON=${PYTHON:-python}
+
+PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
+"$PYTHON" -m torch.distributed.run \
+    --nnodes=$NNODES \
+    --node_rank=$NODE_RANK \
+    --master_addr=$MASTER_ADDR \
+    --nproc_per_node=$GPUS \
+    --master_port=$PORT \
+    "$(dirname "$0")/train.py" \
+    "$CONFIG" \
+    --launcher pytorch "${@:3}"

@@ -1,0 +1,152 @@
+"""Test (and evaluate) a checkpoint of a densevlm_mm model with mmengine's Runner.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl] [--show-dir DIR]
+        [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+
+The arguments are those of mmdet 3.x's ``tools/test.py``. Multi-GPU: ``tools/dist_test.sh``; Slurm:
+``tools/slurm_test.sh``.
+"""
+import argparse
+import inspect
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a densevlm_mm model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir', help='the directory to save the file containing evaluation metrics')
+    parser.add_argument(
+        '--out', type=str, help='dump predictions to a pickle file for offline evaluation')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved (relative to work_dir/timestamp for '
+        'mmdet-style visualization hooks); needs `default_hooks.visualization` in the config')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format will '
+        'be merged into config file. If the value to be overwritten is a list, it should be like '
+        'key="[a,b]" or key=a,b It also allows nested list/tuple values, e.g. '
+        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        parser.error(f'--out must name a .pkl or .pickle file, got {args.out}')
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def fail(message: str) -> None:
+    """Exit with status 1 and ``message`` on stderr (no traceback: the user's input is wrong)."""
+    sys.exit(f'{osp.basename(sys.argv[0]) or "test.py"}: error: {message}')
+
+
+def enable_visualization(cfg: Config, show_dir: str) -> bool:
+    """Make the config's visualization hook draw and save to ``show_dir``.
+
+    Where the images go depends on the hook's arguments: ``test_out_dir`` (mmdet's
+    ``DetVisualizationHook``, relative to ``work_dir/<timestamp>``), ``out_dir`` with ``enable``
+    (mmpretrain's ``VisualizationHook``), or else the visualizer's ``save_dir`` (mmseg's
+    ``SegVisualizationHook``). A config without ``default_hooks.visualization`` is left unchanged
+    and a message says so (returns False).
+    """
+    vis_hook = (cfg.get('default_hooks') or {}).get('visualization')
+    if not vis_hook:
+        print(f'--show-dir is ignored: this config has no visualizer (no '
+              f'`default_hooks.visualization` hook), so nothing is drawn to {show_dir}.',
+              file=sys.stderr)
+        return False
+    params = _init_params(vis_hook.get('type'), cfg.get('default_scope', None))
+    if params is None or 'test_out_dir' in params:  # unresolved: mmdet's convention
+        vis_hook['test_out_dir'] = show_dir
+    elif 'out_dir' in params:
+        vis_hook['out_dir'] = show_dir
+    elif cfg.get('visualizer'):
+        cfg.visualizer['save_dir'] = show_dir
+    else:
+        print(f'--show-dir is ignored: the hook {vis_hook.get("type")} takes no output folder and '
+              'the config has no `visualizer` whose save_dir could be set.', file=sys.stderr)
+        return False
+    for switch in ('draw', 'enable'):
+        if params is None and switch == 'draw' or params is not None and switch in params:
+            vis_hook[switch] = True
+    return True
+
+
+def _init_params(hook_type, default_scope=None):
+    """Parameters of the hook class's ``__init__``, or None when it cannot be resolved here."""
+    from mmengine.registry import HOOKS, DefaultScope
+    if inspect.isclass(hook_type):
+        cls = hook_type
+    else:
+        try:
+            with DefaultScope.overwrite_default_scope(default_scope):
+                cls = HOOKS.get(hook_type)
+        except Exception:  # a scope whose package is absent: leave the check to the Runner
+            cls = None
+    if cls is None:
+        return None
+    return inspect.signature(cls.__init__).parameters
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    if not osp.isfile(args.config):
+        fail(f'config file not found: {args.config}')
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        fail(f'checkpoint file not found: {args.checkpoint}')
+    cfg = Config.fromfile(args.config)
+
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    # work_dir is determined in this priority: CLI > segment in file > filename
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    cfg.load_from = args.checkpoint
+
+    # imported after the checks of the arguments so that `--help` and argument errors are fast
+    from mmengine.evaluator import DumpResults
+    from mmengine.runner import Runner
+
+    from densevlm_mm.registry import RUNNERS
+    from densevlm_mm.utils import register_all_modules
+    register_all_modules(init_default_scope=False)  # also allows mmengine's checkpoint meta
+
+    if args.show_dir:
+        enable_visualization(cfg, args.show_dir)
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        # a customized runner from the registry if `runner_type` is set in the config
+        runner = RUNNERS.build(cfg)
+
+    # add the `DumpResults` metric, which writes the predictions to `--out`
+    if args.out is not None:
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
