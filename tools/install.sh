@@ -61,13 +61,15 @@ else
     mkdir -p "$WHEELHOUSE/$KEY"
     build=$(mktemp -d)
     trap 'rm -rf "$build"' EXIT
-    (cd "$build" && $PIP download -q --no-deps --no-binary :all: "mmcv==$MMCV_VERSION")
+    # mmcv's setup.py imports pkg_resources, which setuptools>=70 no longer ships (torch pulled a
+    # newer one in): downgrade right before the build, and read the sdist without isolation.
+    $PIP install -q 'setuptools<70' ninja
+    (cd "$build" && $PIP download -q --no-deps --no-binary :all: --no-build-isolation \
+        "mmcv==$MMCV_VERSION")
     tar -xzf "$build"/mmcv-$MMCV_VERSION.tar.gz -C "$build"
     src="$build/mmcv-$MMCV_VERSION"
     # torch 2.14's headers refuse anything older than C++20.
     sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$src/setup.py"
-    # mmcv's setup.py imports pkg_resources, which setuptools>=70 no longer ships.
-    $PIP install -q 'setuptools<70' ninja
     (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
         $PIP wheel --no-build-isolation --no-deps -w "$build/out" . > "$WHEELHOUSE/$KEY/build.log" 2>&1 &
      pid=$!; while kill -0 $pid 2>/dev/null; do sleep 60; say "  mmcv build still running ($(wc -l < "$WHEELHOUSE/$KEY/build.log") log lines)"; done; wait $pid) \

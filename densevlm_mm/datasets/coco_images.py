@@ -1,4 +1,4 @@
-"""The images of a COCO annotation file, without their annotations (DenseVLM's training set, spec §2)."""
+"""The images of a COCO annotation file, without annotations (DenseVLM's training set, spec §2)."""
 import json
 import os.path as osp
 from typing import List, Optional, Sequence

@@ -107,10 +107,11 @@ class SA1BShardDataset(IterableDataset):
     rejects (``None``: unreadable or too small images, counted by ``LoadImageSafe``) are skipped.
 
     **Work split.** The shard list is shuffled per epoch with a seed shared by all ranks. With at
-    least as many shards as consumers (``world_size × num_workers``), consumer ``c`` reads shards
-    ``c, c + n, ...``; with fewer shards, every consumer reads all shards and keeps the samples whose
-    running index is ``c`` modulo ``n``. Either way each image is read by one consumer per epoch.
-    Samples are shuffled within a consumer through a buffer of ``shuffle_buffer`` encoded images.
+    least as many shards as consumers (``n = world_size × num_workers``), consumer ``c`` reads
+    shards ``c, c + n, ...``; with fewer shards, every consumer reads all shards and keeps the
+    samples whose running index is ``c`` modulo ``n``. Either way each image is read by one
+    consumer per epoch. Samples are shuffled within a consumer through a buffer of
+    ``shuffle_buffer`` encoded images.
 
     **Epoch length.** In a single process (``equal_length=False``, the default there) every
     readable image is yielded once per epoch. Under DDP (``equal_length=True``, the default there)
@@ -274,8 +275,11 @@ class SA1BShardDataset(IterableDataset):
                 print_log(f'SA1BShardDataset: none of the {tried} samples this worker read from '
                           f'{self._names(shards)} could be loaded', logger='current',
                           level=logging.WARNING)
-            if quota is None or produced >= quota or tried == 0:
+            if quota is None or produced >= quota:
                 return
+            if tried == 0:  # returning short would leave the ranks with different lengths
+                raise RuntimeError(f'SA1BShardDataset: no sample in {self._names(shards)} but '
+                                   f'{quota} are due; num_samples does not match the shards')
             # equal-length epochs: read this consumer's shards again to fill its quota
 
     def _raw_samples(self, shards: List[str], modulo) -> Iterator[dict]:

@@ -5,6 +5,7 @@ mmdet, mmseg or mmcv ops. :class:`DenseVLM` subclasses mmpretrain's self-supervi
 imports mmcv ops; it is loaded on first use (``densevlm_mm.models.DenseVLM`` or the registry).
 """
 from .backbones import *  # noqa: F401,F403
+from .crop_teacher import CropTeacher
 from .data_preprocessor import DenseVLMDataPreprocessor
 from .heads import DenseVLMHead
 from .losses import *  # noqa: F401,F403
@@ -13,7 +14,7 @@ from .retrieval import RegionRetriever
 
 
 def __getattr__(name: str):
-    if name == 'DenseVLM':
-        from .algorithms import DenseVLM
-        return DenseVLM
+    if name in ('DenseVLM', 'CLIPSelf', 'RegionCLIP'):
+        from . import algorithms
+        return getattr(algorithms, name)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -91,21 +91,18 @@ class RegionRetriever(BaseModule):
                     class_is_thing=self.class_is_thing)
 
     def _fill_own_keys(self, state_dict: dict, prefix: str, *args) -> None:
-        for name, value in self.state_dict(keep_vars=False, prefix=prefix,
-                                           _include_own=True).items():
-            state_dict.setdefault(name, value)
-
-    def state_dict(self, *args, _include_own: bool = False, **kwargs):
-        if not _include_own:
-            return super().state_dict(*args, **kwargs)
+        """Checkpoints leave the frozen P-VLM out: load it from the live weights."""
         self._skip_drop = True
         try:
-            return super().state_dict(*args, **kwargs)
+            own = super().state_dict(prefix=prefix)
         finally:
             self._skip_drop = False
+        for name, value in own.items():
+            state_dict.setdefault(name, value)
 
 
-def _drop_own_keys(module: RegionRetriever, state_dict: dict, prefix: str, local_metadata) -> None:
+def _drop_own_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
+    """State-dict hook leaving a frozen teacher out of checkpoints."""
     if getattr(module, '_skip_drop', False):
         return
     for key in [k for k in state_dict if k.startswith(prefix)]:

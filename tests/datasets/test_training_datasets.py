@@ -1,10 +1,9 @@
-"""Unlabeled training datasets: COCO images, image folders, SA-1B tar shards; corrupt-image skipping."""
+"""Unlabeled training datasets (COCO images, image folders, SA-1B tar shards), corrupt images."""
 import io
 import json
 import os
 import os.path as osp
 import tarfile
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -356,7 +355,7 @@ def test_full_pipeline_with_lead_transforms(shards):
     assert out['data_samples'].grid_boxes.shape[1] == 4
 
 
-# ---------------------------------------------------------------------------------- hook in a Runner
+# ------------------------------------------------------------------------------- hook in a Runner
 class MeanModel(BaseModel):
     """Consumes the images of a batch (pseudo-collated ``LoadImageSafe`` outputs)."""
 

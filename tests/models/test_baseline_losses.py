@@ -86,7 +86,8 @@ def test_region_clip_loss_matches_hand_computation_with_sampling():
     out = loss_fn(f, labels, nouns, 20.0, generator=torch.Generator().manual_seed(0))
 
     def bce(x, y):
-        return -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))
+        sigmoid = 1 / (1 + math.exp(-x))
+        return -(y * math.log(sigmoid) + (1 - y) * math.log(1 - sigmoid))
 
     total = 0.0
     for k in range(4):

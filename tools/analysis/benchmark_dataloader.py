@@ -6,10 +6,10 @@
     python tools/analysis/benchmark_dataloader.py CONFIG.py [--workers 2] [--batch-size 16]
 
 Without ``--data`` the script writes synthetic JPEGs into a temporary folder first: an image folder,
-a COCO json + ``train2017/``, or SA-1B-style tar shards (``sa_N.jpg`` + ``sa_N.json``; default size
-2250×1500 like SA-1B, 640×480 for the others). ``--pipeline full`` (default) is the DenseVLM training
-pipeline (``LoadImageSafe → ResizeLongestPad(512) → SampleGridRegions → PackDenseVLMInputs``);
-``load`` decodes only. The first batch (worker start-up) is timed separately.
+a COCO json + ``train2017/``, or SA-1B-style tar shards (``sa_N.jpg`` + ``sa_N.json``; default
+size 2250×1500 like SA-1B, 640×480 for the others). ``--pipeline full`` (default) is the DenseVLM
+training pipeline (``LoadImageSafe → ResizeLongestPad(512) → SampleGridRegions →
+PackDenseVLMInputs``); ``load`` decodes only. The first batch (worker start-up) is timed separately.
 """
 import argparse
 import io
@@ -109,10 +109,11 @@ def build_pipeline(kind: str, image_size: int, draft_size: int = 0) -> list:
     pipeline = [dict(type='LoadImageSafe', draft_size=draft_size or None)]
     if kind == 'load':
         return pipeline
-    try:
-        from densevlm_mm.datasets.transforms import (PackDenseVLMInputs,  # noqa: F401
-                                                     ResizeLongestPad, SampleGridRegions)
-    except ImportError as exc:
+    try:  # the lead's transforms register themselves on import
+        import densevlm_mm.datasets.transforms as transforms
+        for name in ('ResizeLongestPad', 'SampleGridRegions', 'PackDenseVLMInputs'):
+            getattr(transforms, name)
+    except (ImportError, AttributeError) as exc:
         print(f'full pipeline unavailable ({exc}); timing LoadImageSafe only', file=sys.stderr)
         return pipeline
     return pipeline + [dict(type='ResizeLongestPad', size=image_size),
@@ -174,7 +175,8 @@ def main(argv=None):
                       f'({args.kind}) in {time.perf_counter() - t0:.1f} s', file=sys.stderr)
             dataset['pipeline'] = build_pipeline(args.pipeline, args.image_size, args.draft_size)
             sampler = None if args.kind == 'sa1b' else dict(type='DefaultSampler', shuffle=True)
-            loader_cfg = dict(dataset=dataset, sampler=sampler, collate_fn=dict(type='pseudo_collate'))
+            loader_cfg = dict(dataset=dataset, sampler=sampler,
+                              collate_fn=dict(type='pseudo_collate'))
             what = f'{args.kind} ({args.pipeline} pipeline' + (
                 f', draft_size {args.draft_size})' if args.draft_size else ')')
         else:

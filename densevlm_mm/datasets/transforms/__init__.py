@@ -1,3 +1,4 @@
+from .crops import CropGridRegions
 from .formatting import PackDenseVLMInputs
 from .loading import LoadImageSafe, get_skipped_images, reset_skipped_images
 from .panoptic import LoadPanopticRegions
@@ -6,5 +7,5 @@ from .resize_pad import ResizeLongestPad
 
 __all__ = [
     'LoadImageSafe', 'LoadPanopticRegions', 'ResizeLongestPad', 'SampleGridRegions',
-    'PackDenseVLMInputs', 'get_skipped_images', 'reset_skipped_images'
+    'PackDenseVLMInputs', 'CropGridRegions', 'get_skipped_images', 'reset_skipped_images'
 ]

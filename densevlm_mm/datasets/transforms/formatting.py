@@ -9,7 +9,7 @@ from mmpretrain.structures import DataSample
 from densevlm_mm.registry import TRANSFORMS
 
 DEFAULT_FIELDS = ('grid_boxes', 'region_boxes', 'region_labels', 'region_is_thing',
-                  'region_masks')
+                  'region_masks', 'region_crops')
 DEFAULT_META = ('img_path', 'ori_shape', 'img_shape', 'valid_hw', 'scale_factor', 'sample_idx')
 
 
@@ -20,7 +20,7 @@ class PackDenseVLMInputs(BaseTransform):
 
     Fields present in the results are copied as tensors: ``grid_boxes`` / ``region_boxes``
     float32 ``[K, 4]``, ``region_labels`` int64 ``[K]``, ``region_is_thing`` bool ``[K]``,
-    ``region_masks`` bool ``[K, H, W]``.
+    ``region_masks`` bool ``[K, H, W]``, ``region_crops`` uint8 ``[K, 3, S, S]``.
     """
 
     def __init__(self, fields: Sequence[str] = DEFAULT_FIELDS,
@@ -41,6 +41,8 @@ class PackDenseVLMInputs(BaseTransform):
                     value = value.long()
                 elif key in ('region_is_thing', 'region_masks'):
                     value = value.bool()
+                elif key == 'region_crops':  # [K, S, S, 3] uint8 -> [K, 3, S, S]
+                    value = value.reshape(-1, *value.shape[-3:]).permute(0, 3, 1, 2).contiguous()
                 sample.set_field(value, key)
         sample.set_metainfo({k: results[k] for k in self.meta_keys if k in results})
         return dict(inputs=inputs, data_samples=sample)

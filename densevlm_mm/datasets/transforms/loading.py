@@ -148,7 +148,8 @@ def record_skipped_image(path: str, reason: str) -> int:
     return total
 
 
-def decode_image(data: bytes, draft_size: Optional[int] = None) -> Tuple[np.ndarray, Tuple[int, int]]:
+def decode_image(data: bytes,
+                 draft_size: Optional[int] = None) -> Tuple[np.ndarray, Tuple[int, int]]:
     """Decode image bytes with PIL into an RGB uint8 ``[H, W, 3]`` array (EXIF ignored).
 
     With ``draft_size``, a JPEG is decoded by libjpeg at a reduced scale (1/2, 1/4 or 1/8) that

@@ -20,11 +20,13 @@ class ResizeLongestPad(BaseTransform):
     Required keys: ``img`` (uint8 RGB ``[H, W, 3]``). Optional keys scaled along: ``region_boxes``
     ``[K, 4]`` xyxy (pixels), ``region_masks`` ``[K, H, W]`` bool (nearest neighbour).
     Added keys: ``img_shape`` (padded h, w), ``valid_hw`` (resized content h, w), ``scale_factor``
-    (w, h scale), ``pad_shape``.
+    (w, h scale), ``pad_shape``; ``ori_img`` (the image before resizing) when ``keep_ori``
+    (:class:`CropGridRegions` cuts the CLIPSelf teacher's crops from it).
     """
 
     def __init__(self, size: Union[int, Sequence[int]] = 512, pad_val: int = 0,
-                 interpolation: str = 'bicubic') -> None:
+                 interpolation: str = 'bicubic', keep_ori: bool = False) -> None:
+        self.keep_ori = keep_ori
         self.size: Tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
         if len(self.size) != 2 or min(self.size) <= 0:
             raise ValueError(f'size must be a positive int or (h, w), got {size!r}')
@@ -41,6 +43,8 @@ class ResizeLongestPad(BaseTransform):
                              f'({results.get("img_path", "?")}), got '
                              f'{getattr(img, "shape", type(img))}')
         h, w = img.shape[:2]
+        if self.keep_ori:
+            results['ori_img'] = img
         th, tw = self.size
         scale = min(th / h, tw / w)
         nh, nw = min(th, max(1, round(h * scale))), min(tw, max(1, round(w * scale)))

@@ -65,7 +65,7 @@ class SkippedImagesHook(Hook):
 
     def after_train_epoch(self, runner) -> None:
         self._report(runner, only_if_new=False)
-        if self._epoch_iters == 0 and runner.train_loop.__class__.__name__ != 'IterBasedTrainLoop':
+        if self._epoch_iters == 0:
             skipped = get_skipped_images()
             raise RuntimeError(
                 f'epoch {runner.epoch + 1} ran no training iteration: the training data loader '

@@ -1,8 +1,8 @@
 """Weight-space ensembling of the trained student with its initial weights (spec §5.4).
 
 After each training epoch the reference saves and evaluates ``alpha·student + (1−alpha)·original``
-(DenseVLM: alpha 0.9; CLIPSelf / RegionCLIP: 0.7 for ViT-B, 0.95 for ViT-L) while training goes on
-with the un-ensembled student. Unlike the reference, integer tensors (BN ``num_batches_tracked``)
+(DenseVLM: alpha 0.9; CLIPSelf / RegionCLIP: 0.7 for ViT-B, 0.95 for ViT-L) while training goes
+on with the un-ensembled student. Unlike the reference, integer tensors (BN ``num_batches_tracked``)
 are taken from the student instead of being blended (spec §10.14).
 """
 from typing import Dict, Optional

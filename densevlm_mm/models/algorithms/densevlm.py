@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from densevlm_mm.registry import MODELS
 from densevlm_mm.text_embeddings import load_text_embeddings
 
+from ..heads import DenseVLMHead
+
 
 @MODELS.register_module()
 class DenseVLM(BaseSelfSupervisor):
@@ -41,13 +43,14 @@ class DenseVLM(BaseSelfSupervisor):
             data_preprocessor = dict(type='DenseVLMDataPreprocessor')
         super().__init__(backbone=backbone, head=head, target_generator=target_generator,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        if self.with_head and self.head.embed_dim != self.backbone.embed_dim:
+        text_head = self.with_head and isinstance(self.head, DenseVLMHead)
+        if text_head and self.head.embed_dim != self.backbone.embed_dim:
             raise ValueError(
                 f'the student text embeddings ({self.head.text_embeddings_file}) are '
                 f'{self.head.embed_dim}-d but the student backbone embeds into '
                 f'{self.backbone.embed_dim}-d; generate them with the student model.')
-        if self.with_head and self.with_target_generator and \
-                self.head.class_names != self.target_generator.class_names:
+        if text_head and self.with_target_generator and \
+                self.head.class_names != getattr(self.target_generator, 'class_names', None):
             raise ValueError('the student and P-VLM text embedding files list different classes '
                              '(names or order); generate both from one vocabulary.')
         self.eval_topk = eval_topk

@@ -1,3 +1,7 @@
+from .clipself_loss import CLIPSelfLoss
 from .decoupled_align_loss import MODES, DecoupledAlignLoss, retrieve
+from .logits_kd_loss import LogitsKDLoss
+from .region_clip_loss import RegionCLIPLoss
 
-__all__ = ['DecoupledAlignLoss', 'MODES', 'retrieve']
+__all__ = ['DecoupledAlignLoss', 'MODES', 'retrieve', 'CLIPSelfLoss', 'LogitsKDLoss',
+           'RegionCLIPLoss']

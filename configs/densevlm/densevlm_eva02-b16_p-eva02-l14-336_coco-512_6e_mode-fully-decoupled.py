@@ -1,0 +1,3 @@
+# Paper Table 2 row 2 (thing->thing, stuff->stuff): which classes enter the softmax of thing / stuff regions.
+_base_ = './densevlm_eva02-b16_p-eva02-l14-336_coco-512_6e.py'
+model = dict(head=dict(loss=dict(mode='fully_decoupled')))
