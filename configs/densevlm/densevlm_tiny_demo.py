@@ -66,7 +66,7 @@ optim_wrapper = dict(_delete_=True, type='OptimWrapper',
                      constructor='FrozenAwareOptimWrapperConstructor')
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=8),
-    dict(type='CosineAfterWarmupLR', warmup_iters=8, eta_min=0.0, by_epoch=True, begin=0, end=5,
+    dict(type='CosineAfterWarmupLR', warmup_iters=8, eta_min=0.0, by_epoch=True, begin=0,
          convert_to_iter_based=True),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=5, val_interval=5)

@@ -11,8 +11,9 @@ optim_wrapper = dict(
 )
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=1000),
+    # no `end`: the cosine ends with training (mmengine fills in train_cfg.max_epochs)
     dict(type='CosineAfterWarmupLR', warmup_iters=1000, eta_min=0.0, by_epoch=True, begin=0,
-         end=6, convert_to_iter_based=True),
+         convert_to_iter_based=True),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=6, val_interval=1)
 val_cfg = dict(type='ValLoop')
