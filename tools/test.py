@@ -103,6 +103,17 @@ def _init_params(hook_type, default_scope=None):
     return inspect.signature(cls.__init__).parameters
 
 
+def write_metrics_json(cfg) -> None:
+    """Region-classification metrics also go to ``<work_dir>/region_cls_results.json``
+    (unless the config names another ``out_file``)."""
+    evaluators = cfg.get('test_evaluator')
+    for metric in evaluators if isinstance(evaluators, list) else [evaluators]:
+        if isinstance(metric, dict) and metric.get('type', '').split('.')[-1] == \
+                'RegionClassificationMetric' and not metric.get('out_file'):
+            metric['out_file'] = osp.join(cfg.work_dir, 'region_cls_results.json')
+            print(f'region-classification results will be written to {metric["out_file"]}')
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -134,6 +145,7 @@ def main(argv=None):
 
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
+    write_metrics_json(cfg)
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

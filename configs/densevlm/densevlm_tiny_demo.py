@@ -48,7 +48,7 @@ val_pipeline = [
     dict(type='PackDenseVLMInputs'),
 ]
 val_dataloader = dict(
-    batch_size=4, num_workers=0, drop_last=False,
+    batch_size=4, num_workers=0, persistent_workers=False, drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type='CocoPanopticRegionDataset', data_root=f'{demo_root}/data',
                  ann_file='panoptic.json', data_prefix=dict(img='images/', seg='panoptic/'),
