@@ -61,7 +61,7 @@ class DenseVLM(BaseSelfSupervisor):
             self.register_buffer('eval_text', F.normalize(te.embeddings.float(), dim=-1),
                                  persistent=False)
         self.frozen_unused: List[str] = []
-        if freeze_unused:
+        if freeze_unused and self.with_head:  # only matters for training
             self.frozen_unused = self._freeze_unused_student_parameters()
         if self.with_target_generator:
             # The frozen P-VLM is not part of DDP: no broadcast, no gradient buckets.
