@@ -18,6 +18,9 @@ val_dataloader = dict(
         ann_file='ade20k_panoptic_val.json',
         data_prefix=dict(img='ADEChallengeData2016/images/validation/',
                          seg='ade20k_panoptic_val/'),
+        # class names (and their order) from the bundled vocabulary the embedding files use;
+        # the dataset checks the count and the thing/stuff split against its json
+        vocabulary='ade20k_panoptic_150',
         pipeline=val_pipeline,
     ),
 )

@@ -18,6 +18,9 @@ val_dataloader = dict(
         data_root=val_data_root,
         ann_file='annotations/panoptic_val2017.json',
         data_prefix=dict(img='val2017/', seg='annotations/panoptic_val2017/'),
+        # class names (and their order) from the bundled vocabulary the embedding files use;
+        # the dataset checks the count and the thing/stuff split against its json
+        vocabulary='coco_panoptic_133',
         pipeline=val_pipeline,
     ),
 )
