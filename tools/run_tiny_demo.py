@@ -63,12 +63,15 @@ def main(argv=None) -> None:
     parser.add_argument('--resume', action='store_true', help='continue an interrupted run')
     parser.add_argument('--num-images', type=int, default=32)
     parser.add_argument('--max-epochs', type=int, default=None)
+    parser.add_argument('--teach-steps', type=int, default=150,
+                        help='supervised steps that make the random P-VLM know the synthetic '
+                             'classes (0: keep it random)')
     args = parser.parse_args(argv)
 
     t0 = time.time()
     root = args.work_dir.rstrip('/')
     from densevlm_mm.utils.tiny_demo import load_tiny_demo_config, prepare_tiny_demo
-    prepare_tiny_demo(root, args.num_images)
+    prepare_tiny_demo(root, args.num_images, teach_steps=args.teach_steps)
 
     from mmengine.hooks import Hook
     from mmengine.runner import Runner

@@ -8,8 +8,14 @@ CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 
                   'densevlm', 'densevlm_tiny_demo.py')
 
 
-def prepare_tiny_demo(root: str, num_images: int = 32, seed: int = 0) -> dict:
-    """Create (once) the data, the tiny checkpoints and the text embeddings under ``root``."""
+def prepare_tiny_demo(root: str, num_images: int = 32, seed: int = 0,
+                      teach_steps: int = 0) -> dict:
+    """Create (once) the data, the tiny checkpoints and the text embeddings under ``root``.
+
+    With ``teach_steps > 0`` the random P-VLM is first taught the synthetic classes (supervised,
+    on the annotated regions; see :func:`teach_teacher`) so that its retrieval is informative and
+    the demo shows the student learning from it. Without, both models stay random.
+    """
     import torch
 
     from densevlm_mm.datasets.synthetic_panoptic import make_synthetic_panoptic
@@ -33,7 +39,63 @@ def prepare_tiny_demo(root: str, num_images: int = 32, seed: int = 0) -> dict:
         if not osp.isfile(text):
             print(f'[demo] encoding the vocabulary with the {role} text tower -> {text}')
             generate_text_embedding_file(name, ckpt, vocab, text, progress=False)
+    marker = osp.join(root, 'checkpoints', 'teacher.taught')
+    if teach_steps > 0 and not osp.isfile(marker):
+        teach_teacher(root, teach_steps, seed=seed)
+        open(marker, 'w').close()
     return dict(data=data, vocabulary=vocab)
+
+
+def teach_teacher(root: str, steps: int, lr: float = 2e-3, batch_size: int = 8,
+                  seed: int = 0) -> str:
+    """Make the tiny P-VLM competent on the synthetic classes.
+
+    Its image tower is trained with cross-entropy between mask-pooled region features and its own
+    (fixed) class text embeddings, on the annotated segments of the synthetic set — a stand-in for
+    the CLIPSelf-refined P-VLM a real run loads. Updates ``checkpoints/teacher.pt`` in place.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from densevlm_mm.datasets import CocoPanopticRegionDataset
+    from densevlm_mm.datasets.transforms import (LoadPanopticRegions, PackDenseVLMInputs,
+                                                 ResizeLongestPad)
+    from densevlm_mm.models import DenseVLMBackbone, DenseVLMDataPreprocessor
+    from densevlm_mm.text_embeddings import load_text_embeddings
+
+    data = osp.join(root, 'data')
+    dataset = CocoPanopticRegionDataset(
+        ann_file=osp.join(data, 'panoptic.json'), data_prefix=dict(img=osp.join(data, 'images'),
+                                                                   seg=osp.join(data, 'panoptic')),
+        pipeline=[LoadPanopticRegions(), ResizeLongestPad(128), PackDenseVLMInputs()])
+    items = [dataset[i] for i in range(len(dataset))]
+    ckpt = osp.join(root, 'checkpoints', 'teacher.pt')
+    backbone = DenseVLMBackbone(TEACHER, pretrained=ckpt)
+    text = F.normalize(load_text_embeddings(osp.join(root, 'text', 'teacher_vocabulary.pt'))
+                       .embeddings, dim=-1)
+    preprocess = DenseVLMDataPreprocessor()
+    optim = torch.optim.AdamW(backbone.parameters(), lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    print(f'[demo] teaching the P-VLM the synthetic classes ({steps} steps)')
+    backbone.train()
+    for step in range(steps):
+        pick = torch.randperm(len(items), generator=gen)[:batch_size].tolist()
+        batch = preprocess(dict(inputs=[items[i]['inputs'] for i in pick],
+                                data_samples=[items[i]['data_samples'] for i in pick]), True)
+        samples = batch['data_samples']
+        dense = backbone.dense_features(batch['inputs'])
+        feats = backbone.mask_features(dense, [s.region_masks for s in samples])
+        labels = torch.cat([s.region_labels for s in samples])
+        loss = F.cross_entropy(F.normalize(feats, dim=-1) @ text.t() / 0.05, labels)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        if step % 20 == 0 or step == steps - 1:
+            print(f'[demo]   step {step + 1}/{steps}: region cross-entropy {loss.item():.3f}')
+    full = torch.load(ckpt, map_location='cpu', weights_only=True)
+    full.update(backbone.state_dict())  # the image tower, under visual.*
+    torch.save(full, ckpt)
+    return ckpt
 
 
 def _retarget(obj, old: str, new: str):
