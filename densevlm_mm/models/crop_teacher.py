@@ -2,17 +2,16 @@
 from typing import Optional, Sequence, Union
 
 import torch
-from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from densevlm_mm.registry import MODELS
 
 from .data_preprocessor import CLIP_MEAN, CLIP_STD
-from .retrieval import _drop_own_keys
+from .frozen_teacher import FrozenTeacher
 
 
 @MODELS.register_module()
-class CropTeacher(BaseModule):
+class CropTeacher(FrozenTeacher):
     """Global image embeddings of region crops from a frozen image encoder.
 
     For CLIPSelf the teacher is a second copy of the student's initial weights (same
@@ -28,21 +27,10 @@ class CropTeacher(BaseModule):
     def __init__(self, backbone: Union[dict, nn.Module], mean: Sequence[float] = CLIP_MEAN,
                  std: Sequence[float] = CLIP_STD, chunk_size: int = 256,
                  init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.backbone = backbone if isinstance(backbone, nn.Module) else MODELS.build(backbone)
-        self.backbone.requires_grad_(False)
-        self.backbone.eval()
+        super().__init__(backbone, init_cfg=init_cfg)
         self.register_buffer('mean', torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.chunk_size = chunk_size
-        self._register_state_dict_hook(_drop_own_keys)
-        self._register_load_state_dict_pre_hook(self._fill_own_keys)
-
-    def train(self, mode: bool = True) -> 'CropTeacher':
-        return super().train(False)
-
-    def init_weights(self) -> None:
-        """Weights come from the checkpoint given to the backbone."""
 
     @torch.no_grad()
     def forward(self, crops: Tensor) -> Tensor:
@@ -54,12 +42,3 @@ class CropTeacher(BaseModule):
             x = (chunk.float() - self.mean) / self.std
             out.append(self.backbone.encode_image(x).float())
         return torch.cat(out)
-
-    def _fill_own_keys(self, state_dict: dict, prefix: str, *args) -> None:
-        self._skip_drop = True
-        try:
-            own = super().state_dict(prefix=prefix)
-        finally:
-            self._skip_drop = False
-        for name, value in own.items():
-            state_dict.setdefault(name, value)

@@ -2,20 +2,20 @@
 from typing import Dict, List, Optional, Union
 
 import torch
-from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from densevlm_mm.registry import MODELS
 from densevlm_mm.text_embeddings import load_text_embeddings
 from densevlm_mm.vocabulary import Vocabulary
 
+from .frozen_teacher import FrozenTeacher
 from .losses.decoupled_align_loss import retrieve
 
 _DTYPES = dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)
 
 
 @MODELS.register_module()
-class RegionRetriever(BaseModule):
+class RegionRetriever(FrozenTeacher):
     """A frozen CLIP image encoder + its class embeddings, returning region targets.
 
     The P-VLM never trains: its parameters have ``requires_grad=False``, it stays in eval mode,
@@ -39,12 +39,9 @@ class RegionRetriever(BaseModule):
                  precision: str = 'fp32', normalize_text: bool = True,
                  reference_thing_count: Optional[int] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
         if precision not in _DTYPES:
             raise ValueError(f'precision must be one of {sorted(_DTYPES)}, got {precision!r}')
-        self.backbone = backbone if isinstance(backbone, nn.Module) else MODELS.build(backbone)
-        self.backbone.requires_grad_(False)
-        self.backbone.eval()
+        super().__init__(backbone, init_cfg=init_cfg)
         te = load_text_embeddings(text_embeddings, vocabulary=vocabulary,
                                   embed_dim=self.backbone.embed_dim)
         self.class_names: List[str] = list(te.class_names)
@@ -57,16 +54,6 @@ class RegionRetriever(BaseModule):
         self.register_buffer('text', te.embeddings.float(), persistent=False)
         self.register_buffer('class_is_thing', is_thing, persistent=False)
         self.tau, self.precision, self.normalize_text = tau, precision, normalize_text
-        # Frozen and rebuilt from its own files: keep it out of the checkpoints.
-        self._register_state_dict_hook(_drop_own_keys)
-        self._register_load_state_dict_pre_hook(self._fill_own_keys)
-
-    def train(self, mode: bool = True) -> 'RegionRetriever':
-        """Always in eval mode."""
-        return super().train(False)
-
-    def init_weights(self) -> None:
-        """The P-VLM's weights come from its checkpoint; nothing to initialise."""
 
     @torch.no_grad()
     def forward(self, images: Tensor, boxes: List[Tensor]) -> Dict[str, Tensor]:
@@ -89,21 +76,3 @@ class RegionRetriever(BaseModule):
         return dict(feats=feats, labels=labels, conf=conf,
                     region_is_thing=self.class_is_thing[labels], text=self.text,
                     class_is_thing=self.class_is_thing)
-
-    def _fill_own_keys(self, state_dict: dict, prefix: str, *args) -> None:
-        """Checkpoints leave the frozen P-VLM out: load it from the live weights."""
-        self._skip_drop = True
-        try:
-            own = super().state_dict(prefix=prefix)
-        finally:
-            self._skip_drop = False
-        for name, value in own.items():
-            state_dict.setdefault(name, value)
-
-
-def _drop_own_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
-    """State-dict hook leaving a frozen teacher out of checkpoints."""
-    if getattr(module, '_skip_drop', False):
-        return
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        del state_dict[key]
