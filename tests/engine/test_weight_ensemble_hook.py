@@ -78,12 +78,8 @@ def _runner(work_dir, hook, **kw):
 
 def _allow_mmengine_checkpoints(monkeypatch):
     """Resume as tools/train.py does (weights_only=True plus mmengine's message-hub types)."""
-    try:
-        from densevlm_mm.utils.checkpoint import allow_mmengine_checkpoint_meta
-    except ImportError:  # not there: load without weights_only
-        monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-    else:
-        allow_mmengine_checkpoint_meta()
+    from densevlm_mm.utils.checkpoint import allow_mmengine_checkpoint_meta
+    allow_mmengine_checkpoint_meta()
 
 
 def _blend(student, original):
@@ -111,8 +107,8 @@ def test_saved_and_validated_weights_are_the_blend_and_resume_continues_the_stud
     original = copy.deepcopy(runner.model.backbone.state_dict())
     runner.train()
     live = runner.model.backbone.state_dict()
-    ckpt1 = torch.load(osp.join(runner.work_dir, 'epoch_1.pth'), weights_only=False)
-    ckpt2 = torch.load(osp.join(runner.work_dir, 'epoch_2.pth'), weights_only=False)
+    ckpt1 = torch.load(osp.join(runner.work_dir, 'epoch_1.pth'), weights_only=True)
+    ckpt2 = torch.load(osp.join(runner.work_dir, 'epoch_2.pth'), weights_only=True)
 
     # epoch 2: saved backbone = alpha·student + (1-alpha)·original; the live model is the student
     _assert_close(_backbone(ckpt2['state_dict']), _blend(live, original))
@@ -146,14 +142,14 @@ def test_saved_and_validated_weights_are_the_blend_and_resume_continues_the_stud
                       resume=True, load_from=osp.join(runner.work_dir, 'epoch_1.pth'))
     resumed.train()
     _assert_close(resumed.model.backbone.state_dict(), live)
-    again = torch.load(osp.join(resumed.work_dir, 'epoch_2.pth'), weights_only=False)
+    again = torch.load(osp.join(resumed.work_dir, 'epoch_2.pth'), weights_only=True)
     _assert_close(_backbone(again['state_dict']), _backbone(ckpt2['state_dict']))
 
 
 def test_alpha_one_is_off_and_original_file(tmp_path):
     runner = _runner(tmp_path / 'off', WeightEnsembleHook(alpha=1.0))
     runner.train()
-    ckpt = torch.load(osp.join(runner.work_dir, 'epoch_2.pth'), weights_only=False)
+    ckpt = torch.load(osp.join(runner.work_dir, 'epoch_2.pth'), weights_only=True)
     assert CKPT_KEY not in ckpt
     _assert_close(_backbone(ckpt['state_dict']), runner.model.backbone.state_dict())
 

@@ -39,7 +39,9 @@ def run_tool(tool, *args, check=True):
 
 def load_ckpt(path):
     """A checkpoint written by the Runner (in this process: trusted, written by the test)."""
-    return torch.load(path, map_location='cpu', weights_only=False)
+    from densevlm_mm.utils import allow_mmengine_checkpoint_meta
+    allow_mmengine_checkpoint_meta()
+    return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def log_text(work_dir):
