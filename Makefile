@@ -12,7 +12,7 @@ demo: install
 	$(PY) tools/run_tiny_demo.py --work-dir $(DEMO_DIR)
 
 test: install
-	$(PY) -m pytest -q -x --durations=15 tests
+	$(PY) -m pytest -q --durations=15 tests
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
