@@ -70,13 +70,13 @@ else
     src="$build/mmcv-$MMCV_VERSION"
     # torch 2.14's headers refuse anything older than C++20.
     sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$src/setup.py"
-    (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+    (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} CFLAGS="-g0" CXXFLAGS="-g0" \
         $PIP wheel --no-build-isolation --no-deps -w "$build/out" . > "$WHEELHOUSE/$KEY/build.log" 2>&1 &
      pid=$!; while kill -0 $pid 2>/dev/null; do sleep 60; say "  mmcv build still running ($(wc -l < "$WHEELHOUSE/$KEY/build.log") log lines)"; done; wait $pid) \
       || { say "mmcv build failed, see $WHEELHOUSE/$KEY/build.log"; exit 1; }
     built=$(ls "$build"/out/mmcv-*.whl)
-    $PIP install -q --no-deps "$built"
-    mmcv_ok || { say "the built mmcv wheel does not import mmcv.ops; not caching it"; exit 1; }
+    $PIP install -q "$built"  # with its dependencies (opencv, addict, ...)
+    mmcv_ok || { say "the built mmcv wheel does not import mmcv.ops (see: $PY -c 'import mmcv.ops'); not caching it"; exit 1; }
     cp "$built" "$WHEELHOUSE/$KEY/"
     wheel="$WHEELHOUSE/$KEY/$(basename "$built")"
     say "cached $wheel"
