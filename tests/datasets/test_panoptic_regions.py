@@ -1,9 +1,6 @@
 """Panoptic region datasets, the LoadPanopticRegions transform and the synthetic generator."""
-import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,15 +16,8 @@ from densevlm_mm.registry import DATASETS, TRANSFORMS
 
 
 def _fixtures():
-    """tests/fixtures/panoptic.py, loaded by path (a site-packages ``tests`` package shadows ours)."""
-    name = 'densevlm_tests_fixtures_panoptic'
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / 'fixtures' / 'panoptic.py'
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    from conftest import load_panoptic_fixtures
+    return load_panoptic_fixtures()
 
 
 @pytest.fixture(scope='module')

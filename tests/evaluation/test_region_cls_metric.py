@@ -1,6 +1,5 @@
 """RegionClassificationMetric: exact accuracies on the hand-made panoptic fixture, de-duplication,
 outputs, and 2-process (gloo) evaluation equal to 1-process."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -25,15 +24,8 @@ from region_metric_dist_worker import dist_worker, free_port, run_metric  # noqa
 
 
 def _fixtures():
-    """tests/fixtures/panoptic.py, loaded by path (a site-packages ``tests`` package shadows ours)."""
-    name = 'densevlm_tests_fixtures_panoptic'
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / 'fixtures' / 'panoptic.py'
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    from conftest import load_panoptic_fixtures
+    return load_panoptic_fixtures()
 
 
 # Stub scorer: position of the true label in the predicted ranking, per image and region
