@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 
-
 def load_panoptic_fixtures():
     """``tests/fixtures/panoptic.py`` as a module, loaded by path: site-packages holds packages
     named ``tests`` (mmseg, model_index) that would shadow ours."""
