@@ -87,7 +87,7 @@ def enable_amp(cfg: Config) -> None:
         fail('--amp needs an `optim_wrapper` in the config.')
     if get_device() in ('cuda', 'npu', 'mlu', 'musa'):
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')  # a config's own scale is kept
         return
     cfg.optim_wrapper.type = 'densevlm_mm.CPUAmpOptimWrapper'
     cfg.optim_wrapper.pop('loss_scale', None)
@@ -145,7 +145,11 @@ def main(argv=None):
     from densevlm_mm.utils import register_all_modules
     register_all_modules(init_default_scope=False)  # also allows mmengine's checkpoint meta
 
-    if args.amp:
+    config_amp = str(cfg.get('optim_wrapper', {}).get('type', '')).split('.')[-1] == \
+        'AmpOptimWrapper'
+    if args.amp or config_amp:
+        # the reference configs name AmpOptimWrapper: on a machine without a GPU it becomes the
+        # CPU bf16 wrapper instead of failing mmengine's accelerator assertion
         enable_amp(cfg)
 
     if 'runner_type' not in cfg:

@@ -64,6 +64,15 @@ def test_interrupted_run_resumes_and_continues(cwd):
     assert 'boxes.top1' in json.dumps(results)
 
 
+def test_config_naming_amp_optim_wrapper_trains_on_cpu(cwd):
+    """The reference configs name AmpOptimWrapper; without a GPU train.py uses bf16 autocast."""
+    wd = str(cwd / 'amp_run')
+    log = run(cwd, CONFIG, '--work-dir', wd, '--cfg-options', 'train_cfg.max_epochs=1',
+              'optim_wrapper.type=AmpOptimWrapper', *FAST)
+    assert 'CPUAmpOptimWrapper' in log
+    assert ckpt(osp.join(wd, 'epoch_1.pth'))['meta']['iter'] == 2
+
+
 def test_mmpretrain_training_entry_with_custom_imports(cwd):
     tool = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'train.py')
     assert osp.isfile(tool)
