@@ -103,13 +103,16 @@ def _init_params(hook_type, default_scope=None):
     return inspect.signature(cls.__init__).parameters
 
 
-def write_metrics_json(cfg) -> None:
+def write_metrics_json(cfg, checkpoint: str) -> None:
     """Region-classification metrics also go to ``<work_dir>/region_cls_results.json``
-    (unless the config names another ``out_file``)."""
+    (unless the config names another ``out_file``); the table row is named after the checkpoint."""
     evaluators = cfg.get('test_evaluator')
     for metric in evaluators if isinstance(evaluators, list) else [evaluators]:
-        if isinstance(metric, dict) and metric.get('type', '').split('.')[-1] == \
-                'RegionClassificationMetric' and not metric.get('out_file'):
+        if not (isinstance(metric, dict) and
+                metric.get('type', '').split('.')[-1] == 'RegionClassificationMetric'):
+            continue
+        metric.setdefault('model_name', osp.basename(checkpoint))
+        if not metric.get('out_file'):
             metric['out_file'] = osp.join(cfg.work_dir, 'region_cls_results.json')
             print(f'region-classification results will be written to {metric["out_file"]}')
 
@@ -145,7 +148,7 @@ def main(argv=None):
 
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
-    write_metrics_json(cfg)
+    write_metrics_json(cfg, args.checkpoint)
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
