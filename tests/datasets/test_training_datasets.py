@@ -345,8 +345,7 @@ def test_sa1b_with_runner_build_dataloader(shards):
         assert sorted(paths) == sorted(sizes)
 
 
-def test_full_pipeline_with_lead_transforms(shards):
-    pytest.importorskip('densevlm_mm.datasets.transforms.resize_pad')
+def test_full_pipeline_with_resize_and_grid_transforms(shards):
     root, _ = shards
     pipeline = LOAD + [dict(type='ResizeLongestPad', size=64), dict(type='SampleGridRegions'),
                        dict(type='PackDenseVLMInputs')]
