@@ -196,3 +196,17 @@ def test_ddp_gradients_equal_single_process_on_concatenated_batch(demo, tmp_path
     for name, grad in reference.items():
         assert torch.allclose(ranks[0][name], ranks[1][name], atol=1e-7), name
         assert torch.allclose(ranks[0][name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_retriever_runs_in_bf16_autocast(demo):
+    fp32 = build(demo).target_generator
+    bf16 = build(demo, **{'target_generator.precision': 'bf16'}).target_generator
+    model = build(demo)
+    data = model.data_preprocessor(batch(demo), False)
+    boxes = [s.grid_boxes for s in data['data_samples']]
+    a, b = fp32(data['inputs'], boxes), bf16(data['inputs'], boxes)
+    assert b['feats'].dtype == torch.float32 and torch.isfinite(b['feats']).all()
+    cos = torch.nn.functional.cosine_similarity(a['feats'], b['feats'], dim=-1)
+    assert cos.min() > 0.98
+    with pytest.raises(ValueError, match='precision'):
+        build(demo, **{'target_generator.precision': 'int8'})
