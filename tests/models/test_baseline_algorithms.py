@@ -5,7 +5,6 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from densevlm_mm.datasets import CocoPseudoRegionDataset
 from densevlm_mm.datasets.transforms import (CropGridRegions, PackDenseVLMInputs,
@@ -14,16 +13,9 @@ from densevlm_mm.datasets.transforms.crops import resize_max_size
 from densevlm_mm.registry import DATASETS, MODELS
 from densevlm_mm.text_embeddings import generate_text_embedding_file
 from densevlm_mm.utils import register_all_modules
-from densevlm_mm.utils.tiny_demo import STUDENT, load_tiny_demo_config, prepare_tiny_demo
+from densevlm_mm.utils.tiny_demo import STUDENT, load_tiny_demo_config
 
 register_all_modules(init_default_scope=True)
-
-
-@pytest.fixture(scope='module')
-def demo(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('tiny_baselines'))
-    prepare_tiny_demo(root, num_images=4)
-    return root
 
 
 def _student(root, **kw):

@@ -1,7 +1,6 @@
 """The DenseVLM algorithm on tiny random models: loss step, frozen parts, checkpoints, predict,
 errors, and DDP gradient synchronisation."""
 import copy
-import os
 import os.path as osp
 import socket
 
@@ -12,16 +11,9 @@ import torch.multiprocessing as mp
 from densevlm_mm.registry import DATASETS, MODELS
 from densevlm_mm.text_embeddings import generate_text_embedding_file, load_text_embeddings
 from densevlm_mm.utils import register_all_modules
-from densevlm_mm.utils.tiny_demo import TEACHER, load_tiny_demo_config, prepare_tiny_demo
+from densevlm_mm.utils.tiny_demo import TEACHER, load_tiny_demo_config
 
 register_all_modules(init_default_scope=True)
-
-
-@pytest.fixture(scope='module')
-def demo(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('tiny_demo'))
-    prepare_tiny_demo(root, num_images=4)
-    return root
 
 
 def build(root, **overrides):
