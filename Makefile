@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= work_dirs/tiny_demo
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test mutation clean-demo
 
 install:
 	@bash tools/install.sh
@@ -13,6 +13,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q --durations=15 tests
+
+mutation: install
+	$(PY) tools/mutation.py
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -133,6 +133,7 @@ def load_text_embeddings(path: str,
                          embed_dim: Optional[int] = None,
                          num_classes: Optional[int] = None,
                          class_names: Optional[Sequence[str]] = None,
+                         expected_model: Optional[str] = None,
                          model_name: Optional[str] = None) -> TextEmbeddings:
     """Load an embedding file and check it against what it will be used with.
 
@@ -141,7 +142,11 @@ def load_text_embeddings(path: str,
         vocabulary: required for ``.npy`` files; for ``.pt`` files, its names and split must match.
         embed_dim: the model's joint embedding dimension.
         num_classes / class_names: what the dataset or loss expects (count, and names in order).
-        model_name: warn-free check that the file was produced by this open_clip model.
+        expected_model: the open_clip model name (``DenseVLMBackbone.model_name``) whose text tower
+            must have produced the rows. A file recording another model is rejected even when the
+            dimension matches (rows of another text tower live in another space: the
+            classification would be silently wrong). Files without a recorded model (reference
+            ``.npy``) are accepted. ``model_name`` is the same check under its former name.
 
     Raises:
         FileNotFoundError, ValueError: with a message naming the file and the mismatch.
@@ -204,9 +209,16 @@ def load_text_embeddings(path: str,
             if a != b:
                 raise ValueError(f'{path!r}: class {i} is {b!r} in the file but {a!r} in the '
                                  'dataset; the rows must follow the dataset\'s category order.')
-    if model_name is not None and te.model_name not in ('unknown', 'unknown (.npy)') \
-            and te.model_name != model_name:
-        raise ValueError(f'{path!r} was made with {te.model_name!r}, not {model_name!r}')
+    if expected_model is not None and model_name is not None and expected_model != model_name:
+        raise ValueError(f'expected_model={expected_model!r} and model_name={model_name!r} differ')
+    expected = expected_model if expected_model is not None else model_name
+    if expected is not None and te.model_name not in ('unknown', 'unknown (.npy)') \
+            and te.model_name != expected:
+        raise ValueError(
+            f'{path!r} was made with the text tower of {te.model_name!r}, but it is used with '
+            f'{expected!r}: embeddings of another text tower are not comparable even with the same '
+            f'dimension. Generate the file with `python tools/text_embeddings.py {expected} '
+            'CHECKPOINT VOCABULARY OUT.pt`.')
     return te
 
 

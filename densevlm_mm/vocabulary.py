@@ -5,11 +5,15 @@ Formats accepted by :func:`load_vocabulary`:
 * a bundled name (``'densevlm_316'``, ``'coco_panoptic_133'``, ``'coco_stuff_171'``,
   ``'densevlm_273'``, ``'ade20k_panoptic_150'``; see ``densevlm_mm/vocab_data/``);
 * JSON: a list of objects with ``name`` and ``isthing`` (0/1 or bool; other keys are ignored), in
-  row order; or ``{"names": [...], "is_thing": [...]}``;
+  row order — a list where no entry has ``isthing`` is rejected, one where only stuff entries omit
+  it (COCO-Stuff-171 style) reads those as stuff; or ``{"names": [...], "is_thing": [...]}``;
+  or a plain list of names (the detection vocabularies ``ovcoco_*`` / ``ovlvis_*``), read as
+  object classes: every class a thing;
 * text: one class per line, ``thing<TAB>name`` or ``stuff<TAB>name`` (names may contain commas).
 
 A vocabulary without a thing/stuff flag for every class is rejected: DenseVLM's decoupled loss and
-the Masks-T / Masks-S evaluation both need the split.
+the Masks-T / Masks-S evaluation both need the split. So are vocabularies with an empty name, a
+single class, or a name listed twice in the same group (see :func:`check_class_names`).
 """
 import json
 import os
@@ -35,6 +39,7 @@ class Vocabulary:
                              f'{self.is_thing.numel()} thing/stuff flags')
         if len(self.names) == 0:
             raise ValueError('vocabulary is empty')
+        check_class_names(self.names, self.is_thing.tolist())
 
     def __len__(self) -> int:
         return len(self.names)
@@ -42,6 +47,33 @@ class Vocabulary:
     @property
     def num_things(self) -> int:
         return int(self.is_thing.sum())
+
+
+def check_class_names(names: Sequence[str], is_thing: Sequence[bool],
+                      where: str = 'vocabulary') -> None:
+    """Reject vocabularies that would silently give wrong results.
+
+    Raises ``ValueError`` naming the class and the fix for: a name that is not a string or is empty,
+    fewer than two classes (a softmax over one class is always 1), and a name listed twice in the
+    same group (two identical text rows: argmax ties between them). A name may appear once as a
+    thing and once as stuff (the reference's 316 list has ``cupboard``, ``fruit``, ``cradle`` so).
+    """
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f'{where}: class {i} has an empty name ({name!r}); every class needs '
+                             'a name for its text prompts.')
+    if len(names) < 2:
+        raise ValueError(f'{where}: only {len(names)} class ({list(names)!r}); classification and '
+                         'retrieval need at least two classes. Add the other classes of the data.')
+    seen = {}
+    for i, (name, thing) in enumerate(zip(names, is_thing)):
+        key = (name.strip().lower(), bool(thing))
+        if key in seen:
+            group = 'thing' if thing else 'stuff'
+            raise ValueError(f'{where}: {group} class {name!r} is listed twice (classes {seen[key]} '
+                             f'and {i}); remove or rename one of them (identical names give '
+                             'identical text embeddings).')
+        seen[key] = i
 
 
 def bundled_vocabularies() -> List[str]:
@@ -60,8 +92,12 @@ def _flag(value: Union[int, bool, str], where: str) -> bool:
     return bool(value)
 
 
-def load_vocabulary(source: Union[str, 'Vocabulary']) -> Vocabulary:
+def load_vocabulary(source: Union[str, 'Vocabulary'], require_split: bool = True) -> Vocabulary:
     """Load a vocabulary from a bundled name, a JSON file or a text file (see module docstring).
+
+    ``require_split=False`` is for users of the names only (open-vocabulary segmentation on
+    ``ade20k_847``, which has no thing/stuff split): a JSON list without any ``isthing`` then loads
+    with every class marked stuff.
 
     Raises:
         FileNotFoundError: no such file or bundled name.
@@ -89,6 +125,17 @@ def load_vocabulary(source: Union[str, 'Vocabulary']) -> Vocabulary:
             return Vocabulary(names, [_flag(v, path) for v in data['is_thing']])
         if not isinstance(data, list):
             raise ValueError(f'vocabulary {path!r}: expected a JSON list or {{"names", "is_thing"}}')
+        if require_split and data and all(isinstance(e, dict) for e in data) and \
+                not any('isthing' in e for e in data):
+            raise ValueError(
+                f'vocabulary {path!r} has no "isthing" key in any entry: DenseVLM needs the '
+                'thing/stuff split of every class. Add "isthing": 1 (thing) or 0 (stuff) to each '
+                'entry (COCO-Stuff style lists may omit it on stuff entries only); to read the '
+                'names only, use load_vocabulary(..., require_split=False).')
+        if data and all(isinstance(e, str) for e in data):
+            # A plain list of names (the detection vocabularies ovcoco_* / ovlvis_*): object
+            # classes, so every class is a thing.
+            return Vocabulary(list(data), [True] * len(data))
         names, flags = [], []
         for i, entry in enumerate(data):
             if not isinstance(entry, dict) or 'name' not in entry:

@@ -42,8 +42,11 @@ def test_vocabulary_file_formats_and_errors(tmp_path):
     js = tmp_path / 'v.json'
     js.write_text(json.dumps({'names': ['a', 'b'], 'is_thing': [1, 0]}))
     assert load_vocabulary(str(js)).num_things == 1
-    bad = tmp_path / 'names.json'
-    bad.write_text(json.dumps(['cat', 'dog']))
+    names = tmp_path / 'names.json'  # a plain list of names: object classes (detection)
+    names.write_text(json.dumps(['cat', 'dog']))
+    assert load_vocabulary(str(names)).is_thing.tolist() == [True, True]
+    bad = tmp_path / 'mixed.json'
+    bad.write_text(json.dumps(['cat', {'name': 'dog'}]))
     with pytest.raises(ValueError, match='thing/stuff split'):
         load_vocabulary(str(bad))
     nosplit = tmp_path / 'n.txt'
@@ -82,7 +85,7 @@ def test_embedding_file_checks(tmp_path):
     swapped[0], swapped[1] = swapped[1], swapped[0]
     with pytest.raises(ValueError, match='order'):
         load_text_embeddings(path, class_names=swapped)
-    with pytest.raises(ValueError, match="made with 'X'"):
+    with pytest.raises(ValueError, match="made with the text tower of 'X', but it is used with 'Y'"):
         load_text_embeddings(path, model_name='Y')
     np.save(tmp_path / 'r.npy', te.embeddings.numpy())
     with pytest.raises(ValueError, match='vocabulary'):
@@ -123,3 +126,13 @@ def test_text_embeddings_tool(tmp_path):
         torch.nn.functional.normalize(feats, dim=-1).mean(0), dim=0)
     assert torch.allclose(te.embeddings[0], expected, atol=1e-5)
     assert torch.allclose(te.embeddings.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_plain_name_list_loads_as_object_classes():
+    """The detection vocabularies are plain name lists: every class is a thing (F-ViT's files)."""
+    from densevlm_mm.vocabulary import load_vocabulary
+    vocab = load_vocabulary('ovcoco_65_all')
+    assert len(vocab.names) == 65 and vocab.names[0] == 'person'
+    assert bool(vocab.is_thing.all())
+    lvis = load_vocabulary('ovlvis_1203_all')
+    assert len(lvis.names) == 1203 and bool(lvis.is_thing.all())

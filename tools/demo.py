@@ -1,103 +1,463 @@
-"""Your image + your class names → text-to-dense similarity heat-maps and a grid-region view.
+"""Open-vocabulary demo: your images + your class names -> label maps, heat-maps, labelled boxes.
 
-    python tools/demo.py IMAGE --model EVA02-B-16 --checkpoint CLIP.pt \
-        --things "cat,dog,person" --stuff "grass,sky,road" [--aligned work_dirs/x/epoch_6.pth]
-        [--size 512] [--grid 4x6] [--theta 0.3] [--out-dir demo_out] [--device cuda]
+    python tools/demo.py IMAGE [IMAGE|DIR ...]
+        (--config CFG --checkpoint CKPT | --model NAME --pretrained PATH)
+        [--vocabulary coco|ade150|ade847|lvis|densevlm316|custom]
+        [--custom-vocabulary "snow,skis,sky,person" | --custom-vocabulary names.txt]
+        [--mode seg|heatmap|grid|boxes|det ...] [--boxes "x1,y1,x2,y2;..." | --boxes file.json]
+        [--out DIR] [--device cpu|cuda] [--image-size S] [--scale K] [--grid 4x6] [--theta 0.3]
 
-``--checkpoint`` is the open_clip checkpoint (its text tower encodes the class names);
-``--aligned`` optionally replaces the image tower by a DenseVLM-trained student (an mmengine
-checkpoint of a DenseVLM config). Writes ``<out-dir>/heatmaps.png`` (paper Fig. 4) and
-``<out-dir>/grid.png`` (Fig. 10: each grid cell labelled with its retrieved class and
-confidence; cells at or below θ hatched).
+Model: a config of this project + a work-dir checkpoint (like ``tools/test.py``; the config's
+``model.backbone.pretrained`` CLIP checkpoint gives the text tower, the checkpoint's ``backbone.*``
+the aligned image tower), or an open_clip model name + a local CLIP checkpoint (open_clip,
+EVA-CLIP or a released DenseVLM file). Class names are encoded with the model's own text tower
+(63 prompt templates) and cached under ``~/.cache/densevlm_mm/text_embeddings``.
+
+Modes, per image ``<stem>`` (PNGs have the image's size times ``--scale``, aspect kept):
+
+* ``seg``: ``<stem>_seg.png`` the dense label map (arg-max of the per-location similarity,
+  upsampled to the image) blended over the image with a legend of the classes present;
+  ``<stem>_labels.png`` the raw label map (pixel value = class index, listed in ``classes.txt``).
+* ``heatmap``: ``<stem>_heatmaps.png`` one panel per class with its similarity map (paper Fig. 4)
+  and ``<stem>_heatmap_<k>_<class>.png`` each map alone (custom vocabularies of up to 16 names:
+  every class; else the classes present in the label map, largest first, at most 8).
+* ``grid``: ``<stem>_grid.png`` the image cut into ``--grid`` cells, each labelled with its class
+  and confidence; cells at or below ``--theta`` hatched (Fig. 10).
+* ``boxes``: ``<stem>_boxes.png`` / ``<stem>_boxes.json`` labels of the given boxes: ``--boxes
+  "x1,y1,x2,y2;..."`` (pixels, every image) or a COCO-style json (``bbox`` = x,y,w,h; matched to
+  images by ``file_name`` when it has ``images``, else used for every image).
+* ``det``: detected boxes with class names from an F-ViT detector config + checkpoint.
 """
 import argparse
+import json
 import os
 import os.path as osp
+import re
 import sys
+import time
+from typing import Dict, List, Optional
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+MODES = ('seg', 'heatmap', 'grid', 'boxes', 'det')
+VOCABULARIES = ('coco', 'ade150', 'ade847', 'lvis', 'densevlm316', 'custom')
+MAX_HEATMAPS = 8
+
+
+class DemoError(Exception):
+    """A problem with the user's input; printed without a traceback."""
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('image')
-    parser.add_argument('--model', required=True, help='open_clip model name')
-    parser.add_argument('--checkpoint', default=None,
-                        help='local open_clip checkpoint (omit only for bundled tiny models)')
-    parser.add_argument('--aligned', default=None, help='DenseVLM training checkpoint')
-    parser.add_argument('--things', default='', help='comma-separated thing classes')
-    parser.add_argument('--stuff', default='', help='comma-separated stuff classes')
-    parser.add_argument('--size', type=int, default=512)
-    parser.add_argument('--grid', default='4x6', help='rows x columns of the grid view')
-    parser.add_argument('--theta', type=float, default=0.3)
-    parser.add_argument('--out-dir', default='demo_out')
-    parser.add_argument('--device', default='cpu')
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='\n'.join(__doc__.splitlines()[1:]))
+    parser.add_argument('images', nargs='+', metavar='IMAGE',
+                        help='image files and/or directories of images')
+    parser.add_argument('--config', help='config of this project (with --checkpoint)')
+    parser.add_argument('--checkpoint', help='work-dir checkpoint (epoch_N.pth) for --config')
+    parser.add_argument('--model', help='open_clip model name (with --pretrained)')
+    parser.add_argument('--pretrained', help='local CLIP checkpoint for --model')
+    parser.add_argument('--vocabulary', choices=VOCABULARIES, default=None,
+                        help='class list (default: custom when --custom-vocabulary is given, '
+                             'else coco)')
+    parser.add_argument('--custom-vocabulary', default=None,
+                        help='comma-separated class names, or a .txt (one per line) / .json file')
+    parser.add_argument('--mode', nargs='+', choices=MODES, default=['seg'],
+                        help='one or more outputs (default: seg)')
+    parser.add_argument('--boxes', default=None,
+                        help='"x1,y1,x2,y2;..." pixels, or a COCO-style json (boxes mode)')
+    parser.add_argument('--clip-boxes', action='store_true',
+                        help='clip boxes to the image instead of refusing boxes that leave it')
+    parser.add_argument('--out', default='demo_out', help='output folder')
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
+    parser.add_argument('--image-size', type=int, default=None,
+                        help='side of the square input canvas (default: the config\'s, else 512)')
+    parser.add_argument('--scale', type=float, default=1.0,
+                        help='output pixels per image pixel (aspect kept)')
+    parser.add_argument('--grid', default='4x6', help='rows x columns of the grid mode')
+    parser.add_argument('--theta', type=float, default=0.3,
+                        help='grid mode: cells with confidence <= theta are hatched')
+    parser.add_argument('--score-thr', type=float, default=0.3, help='det mode: score threshold')
+    parser.add_argument('--cache-dir', default=None, help='text-embedding cache folder')
+    parser.add_argument('--no-cache', action='store_true', help='do not read or write the cache')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of --config, key=value')
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    things = [c.strip() for c in args.things.split(',') if c.strip()]
-    stuff = [c.strip() for c in args.stuff.split(',') if c.strip()]
-    if not things + stuff:
-        sys.exit('demo.py: error: give class names with --things and/or --stuff')
-    if not osp.isfile(args.image):
-        sys.exit(f'demo.py: error: image not found: {args.image}')
-    try:
-        rows, cols = (int(v) for v in args.grid.lower().split('x'))
-    except ValueError:
-        sys.exit(f'demo.py: error: --grid must look like 4x6, got {args.grid!r}')
+# ----------------------------------------------------------------------------- arguments
+def check_args(args) -> None:
+    if args.config and args.model:
+        raise DemoError('give either --config CFG --checkpoint CKPT or --model NAME --pretrained '
+                        'PATH, not both')
+    if not args.config and not args.model:
+        raise DemoError('no model: give --config CFG --checkpoint CKPT (a training run of this '
+                        'project) or --model NAME --pretrained PATH (an open_clip model)')
+    if args.model and args.checkpoint:
+        raise DemoError('--checkpoint goes with --config; with --model give the CLIP weights as '
+                        '--pretrained PATH')
+    if args.config and args.pretrained:
+        raise DemoError('--pretrained goes with --model; with --config give --checkpoint')
+    for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint'),
+                       (args.pretrained, 'checkpoint')):
+        if path and not osp.isfile(path):
+            raise DemoError(f'{what} file not found: {path}')
+    if 'det' in args.mode and len(args.mode) > 1:
+        raise DemoError('--mode det uses a detector config; run it on its own')
+    if 'boxes' in args.mode and not args.boxes:
+        raise DemoError('--mode boxes needs --boxes "x1,y1,x2,y2;..." or --boxes file.json')
+    if args.vocabulary == 'custom' and not args.custom_vocabulary:
+        raise DemoError('--vocabulary custom needs --custom-vocabulary "name1,name2,..."')
+    if args.custom_vocabulary and args.vocabulary not in (None, 'custom'):
+        raise DemoError(f'--custom-vocabulary and --vocabulary {args.vocabulary} both given; '
+                        'choose one')
+    if args.scale <= 0:
+        raise DemoError(f'--scale must be positive, got {args.scale}')
+    if not re.fullmatch(r'\s*\d+\s*[xX]\s*\d+\s*', args.grid) or \
+            min(int(v) for v in re.split('[xX]', args.grid)) < 1:
+        raise DemoError(f'--grid must look like 4x6 (rows x columns), got {args.grid!r}')
 
+
+def read_custom_vocabulary(value: str) -> List[str]:
+    """Names from ``"a,b,c"`` or a file (.txt one per line, ``thing<TAB>name`` allowed; .json a
+    list of names / of ``{"name": ...}`` / ``{"names": [...]}``)."""
+    from densevlm_mm.apis import parse_class_names
+    if osp.isfile(value):
+        if value.endswith('.json'):
+            with open(value) as f:
+                data = json.load(f)
+            if isinstance(data, dict):
+                data = data.get('names', [])
+            return [e['name'] if isinstance(e, dict) else str(e) for e in data]
+        with open(value) as f:
+            lines = [ln.rstrip('\n') for ln in f if ln.strip()]
+        return [ln.split('\t', 1)[1] if '\t' in ln else ln for ln in lines]
+    return parse_class_names(value)
+
+
+def parse_box_string(text: str):
+    boxes = []
+    for k, part in enumerate(p for p in text.split(';') if p.strip()):
+        try:
+            values = [float(v) for v in part.split(',')]
+        except ValueError:
+            values = []
+        if len(values) != 4:
+            raise DemoError(f'--boxes entry {k + 1} {part.strip()!r} is not x1,y1,x2,y2')
+        boxes.append(values)
+    if not boxes:
+        raise DemoError('--boxes holds no box')
+    return boxes
+
+
+def read_box_json(path: str) -> Dict[Optional[str], list]:
+    """``{basename or None (all images): [[x1,y1,x2,y2], ...]}`` from a COCO-style json."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DemoError(f'cannot read the box file {path}: {exc}')
+    anns = data.get('annotations', []) if isinstance(data, dict) else data
+    images = {im['id']: osp.basename(im['file_name'])
+              for im in (data.get('images', []) if isinstance(data, dict) else [])}
+    out: Dict[Optional[str], list] = {}
+    for k, ann in enumerate(anns):
+        bbox = ann.get('bbox') if isinstance(ann, dict) else ann
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
+            raise DemoError(f'{path}: annotation {k} has no "bbox": [x, y, w, h]')
+        x, y, w, h = (float(v) for v in bbox)
+        key = None
+        if isinstance(ann, dict) and ann.get('file_name'):
+            key = osp.basename(ann['file_name'])
+        elif isinstance(ann, dict) and 'image_id' in ann and images:
+            if ann['image_id'] not in images:
+                raise DemoError(f'{path}: annotation {k} refers to image_id {ann["image_id"]} '
+                                'which is not in "images"')
+            key = images[ann['image_id']]
+        out.setdefault(key, []).append([x, y, x + w, y + h])
+    if not out:
+        raise DemoError(f'{path} holds no annotation with a bbox')
+    return out
+
+
+def boxes_for(image_path: str, box_source) -> Optional[list]:
+    if isinstance(box_source, list):
+        return box_source
+    return box_source.get(osp.basename(image_path), box_source.get(None))
+
+
+def unique_stems(paths: List[str]) -> List[str]:
+    seen: Dict[str, int] = {}
+    stems = []
+    for p in paths:
+        stem = osp.splitext(osp.basename(p))[0]
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        stems.append(stem if n == 0 else f'{stem}_{n}')
+    return stems
+
+
+def safe(name: str) -> str:
+    return re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-')[:40] or 'class'
+
+
+# ---------------------------------------------------------------------------------- modes
+def write_seg(model, prepared, vocab, out: str, stem: str, scale: float, result=None) -> list:
+    from densevlm_mm.apis import inference_dense
+    from densevlm_mm.visualization import draw_label_map, save_label_png
+    result = result or inference_dense(model, prepared, vocab)
+    seg = osp.join(out, f'{stem}_seg.png')
+    draw_label_map(result.prepared.image, result.label_map, result.display_names, out_file=seg,
+                   scale=scale)
+    labels = save_label_png(result.label_map, osp.join(out, f'{stem}_labels.png'),
+                            num_classes=len(result.names))
+    areas = ', '.join(f'{vocab.display_names[vocab.names.index(n)]} '
+                      f'{"<1" if a < 0.005 else f"{100 * a:.0f}"}%'
+                      for n, a in list(result.class_areas().items())[:6])
+    print(f'{stem}: {areas}')
+    return [seg, labels]
+
+
+def write_heatmaps(model, prepared, vocab, out: str, stem: str, scale: float,
+                   result=None) -> list:
     import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
 
-    from densevlm_mm.datasets.transforms import ResizeLongestPad
-    from densevlm_mm.models import DenseVLMBackbone, GridRegionSampler
-    from densevlm_mm.models.clip_factory import create_clip
-    from densevlm_mm.models.data_preprocessor import CLIP_MEAN, CLIP_STD
-    from densevlm_mm.models.losses import retrieve
-    from densevlm_mm.text_embeddings import build_text_embeddings
-    from densevlm_mm.utils import load_checkpoint_file, load_state_dict_reported
-    from densevlm_mm.visualization import draw_grid_patch_view, draw_similarity_heatmaps
+    from densevlm_mm.apis import inference_dense
+    from densevlm_mm.visualization import draw_similarity_heatmaps, draw_similarity_overlay
+    from densevlm_mm.visualization.heatmap import similarity_maps
+    result = result or inference_dense(model, prepared, vocab)
+    if vocab.source == 'custom' and len(vocab) <= 2 * MAX_HEATMAPS:
+        rows = list(range(len(vocab)))
+    else:
+        rows = [vocab.names.index(n) for n in result.class_areas()][:MAX_HEATMAPS]
+    p = result.prepared
+    nh, nw = p.valid_hw
+    text = vocab.embeddings[rows]
+    names = [vocab.display_names[i] for i in rows]
+    written = [osp.join(out, f'{stem}_heatmaps.png')]
+    draw_similarity_heatmaps(p.canvas, result.dense, text, names, out_file=written[0],
+                             valid_hw=(nh, nw))
+    # single maps at the image's own size: upsample to the canvas, crop, resize to the image
+    canvas_hw = p.canvas.shape[:2]
+    sims = similarity_maps(result.dense, text, canvas_hw)[:, :nh, :nw]
+    h, w = p.image.shape[:2]
+    for k, name in enumerate(names):  # one class at a time: a full-size map each
+        sim = torch.nn.functional.interpolate(sims[None, k:k + 1], size=(h, w), mode='bilinear',
+                                              align_corners=False)[0, 0].numpy()
+        path = osp.join(out, f'{stem}_heatmap_{k}_{safe(name)}.png')
+        draw_similarity_overlay(p.image, np.ascontiguousarray(sim), out_file=path, title=name,
+                                scale=scale)
+        written.append(path)
+    return written
 
+
+def write_grid(model, prepared, vocab, out: str, stem: str, scale: float, grid: str,
+               theta: float) -> list:
+    from densevlm_mm.apis import classify_regions
+    from densevlm_mm.visualization import draw_grid_patch_view, grid_boxes
+    rows, cols = (int(v) for v in re.split('[xX]', grid.strip()))
+    h, w = prepared.image.shape[:2]
+    boxes = grid_boxes(h, w, min(rows, h), min(cols, w))
+    res = classify_regions(model, prepared, vocab, boxes=boxes)
+    conf = res.probs.max(axis=1)
+    path = osp.join(out, f'{stem}_grid.png')
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    draw_grid_patch_view(prepared.image, boxes, [res.display_names[i] for i in res.labels],
+                         conf, theta=theta, out_file=path, size=size, title=False)
+    return [path]
+
+
+def write_boxes(model, prepared, vocab, out: str, stem: str, scale: float, boxes,
+                clip_boxes: bool, image_name: str) -> list:
+    from densevlm_mm.apis import check_boxes, classify_regions
+    from densevlm_mm.visualization import draw_region_labels
     try:
-        with Image.open(args.image) as im:
-            image = np.array(im.convert('RGB'))
-    except (UnidentifiedImageError, OSError) as exc:
-        sys.exit(f'demo.py: error: cannot decode {args.image}: {exc}')
-    clip, tokenizer = create_clip(args.model, pretrained=args.checkpoint, device=args.device)
-    clip.eval()
-    backbone = DenseVLMBackbone.from_open_clip(clip, model_name=args.model).eval()
-    if args.aligned:
-        sd = load_checkpoint_file(args.aligned)
-        student = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
-        if not student:
-            sys.exit(f'demo.py: error: {args.aligned} has no "backbone.*" weights (not a '
-                     'DenseVLM training checkpoint?)')
-        load_state_dict_reported(backbone, student, strict=True, name='aligned image tower')
-    names = things + stuff
-    text = build_text_embeddings(clip, tokenizer, names, device=args.device)
+        shown = check_boxes(boxes, prepared.image.shape[:2], image_name, clip_boxes)
+    except ValueError as exc:
+        raise DemoError(str(exc))
+    res = classify_regions(model, prepared, vocab, boxes=shown)
+    path = osp.join(out, f'{stem}_boxes.png')
+    draw_region_labels(prepared.image, shown, res.labels, res.scores, res.display_names,
+                       out_file=path, scale=scale)
+    js = osp.join(out, f'{stem}_boxes.json')
+    with open(js, 'w') as f:
+        json.dump([dict(box=[round(float(v), 2) for v in b], label=res.names[lab],
+                        score=round(float(s), 4), prob=round(float(res.probs[k, lab]), 4))
+                   for k, (b, lab, s) in enumerate(zip(shown, res.labels, res.scores))],
+                  f, indent=1)
+    for b, lab, s in zip(shown, res.labels, res.scores):
+        print(f'{stem}: box {[round(float(v)) for v in b]} -> {res.display_names[lab]} '
+              f'({s:.2f})')
+    return [path, js]
 
-    sample = ResizeLongestPad(args.size)(dict(img=image))
-    h, w = sample['valid_hw']
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    x = ((torch.from_numpy(sample['img']).permute(2, 0, 1).float() - mean) / std)[None]
-    with torch.no_grad():
-        dense = backbone.dense_features(x.to(args.device))
-        boxes = GridRegionSampler(max_split=max(rows, cols, 2), max_regions=rows * cols) \
-            .grid_boxes((h, w), rows, cols).to(args.device)
-        feats = backbone.roi_features(dense, [boxes])
-        _, conf, labels = retrieve(feats, text.to(args.device))
-    os.makedirs(args.out_dir, exist_ok=True)
-    shown = np.ascontiguousarray(sample['img'][:h, :w])
-    heat = osp.join(args.out_dir, 'heatmaps.png')
-    draw_similarity_heatmaps(shown, dense[0].cpu(), text, names, out_file=heat, valid_hw=(h, w))
-    grid = osp.join(args.out_dir, 'grid.png')
-    draw_grid_patch_view(shown, boxes.cpu().numpy(), [names[i] for i in labels.tolist()],
-                         conf.cpu().numpy(), theta=args.theta, out_file=grid)
-    print(f'wrote {heat} and {grid}')
+
+# ----------------------------------------------------------------------------------- main
+def progress(items, enabled: bool):
+    if not enabled:
+        yield from items
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        from mmengine.utils import ProgressBar
+        bar = ProgressBar(len(items))
+        for item in items:
+            yield item
+            bar.update()
+        return
+    yield from tqdm(items, desc='images', unit='img', file=sys.stderr)
+
+
+def run(args) -> List[str]:
+    """Run the demo for parsed ``args``; returns the files written."""
+    check_args(args)
+    from densevlm_mm.apis import (ImageReadError, VocabularyError, build_vocabulary_embeddings,
+                                  collect_images, inference_dense, init_model, prepare_image)
+    try:
+        images, skipped = collect_images(args.images)
+    except FileNotFoundError as exc:
+        raise DemoError(str(exc))
+    for path, reason in skipped:
+        print(f'skipping {path}: {reason}', file=sys.stderr)
+    if not images:
+        raise DemoError(f'no image files in {", ".join(args.images)} ({len(skipped)} other '
+                        f'entries skipped)')
+    if 'det' in args.mode:
+        return run_det(args, images)
+
+    box_source = None
+    if 'boxes' in args.mode:
+        box_source = read_box_json(args.boxes) if args.boxes.endswith('.json') \
+            else parse_box_string(args.boxes)
+
+    vocabulary = args.vocabulary or ('custom' if args.custom_vocabulary else 'coco')
+    if vocabulary == 'custom':
+        names = read_custom_vocabulary(args.custom_vocabulary)
+        source = args.custom_vocabulary if osp.isfile(args.custom_vocabulary) \
+            else '--custom-vocabulary'
+        try:
+            from densevlm_mm.apis import check_class_names
+            names = check_class_names(names, source)
+        except VocabularyError as exc:
+            raise DemoError(str(exc))
+        vocab_arg = names
+    else:
+        vocab_arg = vocabulary
+
+    t0 = time.time()
+    try:
+        if args.config:
+            model = init_model(args.config, args.checkpoint, device=args.device,
+                               image_size=args.image_size, cfg_options=args.cfg_options)
+        else:
+            model = init_model(args.model, args.pretrained, device=args.device,
+                               image_size=args.image_size)
+        vocab = build_vocabulary_embeddings(model, vocab_arg, cache_dir=args.cache_dir,
+                                            use_cache=not args.no_cache,
+                                            progress=len(vocab_arg) > 100)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise DemoError(str(exc))
+    cached = f', cached in {vocab.cache_file}' if vocab.cache_file else ''
+    print(f'model {model.model_name} ({model.image_size}px canvas, {args.device}); '
+          f'{len(vocab)} classes ({vocab.source}{cached}); {time.time() - t0:.1f} s')
+
+    os.makedirs(args.out, exist_ok=True)
+    written: List[str] = []
+    with open(osp.join(args.out, 'classes.txt'), 'w') as f:
+        f.write(''.join(f'{i}\t{n}\n' for i, n in enumerate(vocab.names)))
+    failed = []
+    for path, stem in progress(list(zip(images, unique_stems(images))), len(images) > 1):
+        try:
+            prepared = prepare_image(model, path)
+        except (ImageReadError, OSError) as exc:
+            print(f'skipping {path}: {exc}', file=sys.stderr)
+            failed.append(path)
+            continue
+        result = None
+        if 'seg' in args.mode or 'heatmap' in args.mode:
+            result = inference_dense(model, prepared, vocab)
+        if 'seg' in args.mode:
+            written += write_seg(model, prepared, vocab, args.out, stem, args.scale, result)
+        if 'heatmap' in args.mode:
+            written += write_heatmaps(model, prepared, vocab, args.out, stem, args.scale,
+                                      result)
+        if 'grid' in args.mode:
+            written += write_grid(model, prepared, vocab, args.out, stem, args.scale,
+                                  args.grid, args.theta)
+        if 'boxes' in args.mode:
+            boxes = boxes_for(path, box_source)
+            if boxes is None:
+                print(f'skipping boxes for {path}: {args.boxes} has no box for '
+                      f'{osp.basename(path)}', file=sys.stderr)
+            else:
+                written += write_boxes(model, prepared, vocab, args.out, stem, args.scale,
+                                       boxes, args.clip_boxes, path)
+    print(f'wrote {len(written)} files to {args.out}')
+    if failed:
+        raise DemoError(f'{len(failed)} of {len(images)} images could not be read: '
+                        f'{", ".join(failed[:5])}')
+    return written
+
+
+def run_det(args, images: List[str]) -> List[str]:
+    """F-ViT detection: boxes with the detector's class names (its text-embedding file)."""
+    if not args.config or not args.checkpoint:
+        raise DemoError('--mode det needs the F-ViT config and a detector checkpoint: --config '
+                        'configs/fvit/<config>.py --checkpoint work_dirs/<fvit run>/epoch_N.pth')
+    if args.custom_vocabulary or args.vocabulary:
+        raise DemoError('--mode det detects the classes of the detector\'s text-embedding file; '
+                        'to change them, give --cfg-options model.roi_head.bbox_head.'
+                        'text_embeddings=FILE model.roi_head.bbox_head.class_names=... '
+                        '(tools/text_embeddings.py makes FILE)')
+    from densevlm_mm.apis import ImageReadError
+    from densevlm_mm.apis.detection import detect, init_detector
+    from densevlm_mm.visualization import draw_region_labels
+    try:
+        model = init_detector(args.config, args.checkpoint, device=args.device,
+                              cfg_options=args.cfg_options)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise DemoError(str(exc))
+    print(f'F-ViT detector, {len(model.class_names)} classes: '
+          f'{", ".join(model.class_names[:8])}{" ..." if len(model.class_names) > 8 else ""}')
+    os.makedirs(args.out, exist_ok=True)
+    written, failed = [], []
+    for path, stem in progress(list(zip(images, unique_stems(images))), len(images) > 1):
+        try:
+            from densevlm_mm.apis import load_image
+            image = load_image(path)
+        except (ImageReadError, OSError) as exc:
+            print(f'skipping {path}: {exc}', file=sys.stderr)
+            failed.append(path)
+            continue
+        det = detect(model, image, score_thr=args.score_thr)
+        png = osp.join(args.out, f'{stem}_det.png')
+        draw_region_labels(image, det.boxes, det.labels, det.scores, det.class_names,
+                           out_file=png, scale=args.scale)
+        js = osp.join(args.out, f'{stem}_det.json')
+        with open(js, 'w') as f:
+            json.dump([dict(box=[round(float(v), 2) for v in b], label=det.class_names[lab],
+                            score=round(float(s), 4))
+                       for b, lab, s in zip(det.boxes, det.labels, det.scores)], f, indent=1)
+        print(f'{stem}: {len(det.boxes)} detections with score >= {args.score_thr}')
+        written += [png, js]
+    print(f'wrote {len(written)} files to {args.out}')
+    if failed:
+        raise DemoError(f'{len(failed)} of {len(images)} images could not be read: '
+                        f'{", ".join(failed[:5])}')
+    return written
+
+
+def main(argv=None) -> List[str]:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except DemoError as exc:
+        sys.exit(f'demo.py: error: {exc}')
 
 
 if __name__ == '__main__':

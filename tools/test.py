@@ -1,10 +1,14 @@
 """Test (and evaluate) a checkpoint of a densevlm_mm model with mmengine's Runner.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE.pkl] [--show-dir DIR]
-        [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+        [--no-strict] [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
 
-The arguments are those of mmdet 3.x's ``tools/test.py``. Multi-GPU: ``tools/dist_test.sh``; Slurm:
-``tools/slurm_test.sh``.
+The arguments are those of mmdet 3.x's ``tools/test.py``, plus ``--no-strict``: the checkpoint is
+loaded strictly, and a key mismatch (a checkpoint of another backbone, a raw open_clip state dict)
+stops with the key accounting instead of evaluating an untrained model. Several processes:
+``tools/dist_test.sh`` (NCCL on GPUs, gloo without CUDA); Slurm: ``tools/slurm_test.sh``. The
+console shows the progress and the result table; the environment, the full config and the hook
+order are in the log file of the work dir.
 """
 import argparse
 import inspect
@@ -27,6 +31,12 @@ def parse_args(argv=None):
         '--show-dir',
         help='directory where painted images will be saved (relative to work_dir/timestamp for '
         'mmdet-style visualization hooks); needs `default_hooks.visualization` in the config')
+    parser.add_argument(
+        '--no-strict',
+        action='store_true',
+        help='load the matching keys of the checkpoint and only log the missing / unexpected ones '
+        '(default: stop with the key accounting; the config option `load_strict = False` does the '
+        'same)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -53,6 +63,16 @@ def parse_args(argv=None):
 def fail(message: str) -> None:
     """Exit with status 1 and ``message`` on stderr (no traceback: the user's input is wrong)."""
     sys.exit(f'{osp.basename(sys.argv[0]) or "test.py"}: error: {message}')
+
+
+def load_weights_strictly(runner, checkpoint: str, strict: bool) -> None:
+    """Load ``checkpoint`` into ``runner.model``; on a key mismatch stop with the key accounting
+    (which file, which keys) unless ``strict`` is False."""
+    from densevlm_mm.utils.checkpoint import load_model_checkpoint
+    try:
+        load_model_checkpoint(runner.model, checkpoint, strict=strict)
+    except (OSError, RuntimeError, ValueError) as exc:  # CheckpointError is a RuntimeError
+        fail(str(exc))
 
 
 def enable_visualization(cfg: Config, show_dir: str) -> bool:
@@ -136,7 +156,10 @@ def main(argv=None):
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
-    cfg.load_from = args.checkpoint
+    # loaded below, strictly (mmengine's Runner would load `load_from` with strict=False and only
+    # log the mismatching keys: an untrained model would be evaluated under the checkpoint's name)
+    cfg.load_from = None
+    strict = not args.no_strict and cfg.get('load_strict', True)
 
     # imported after the checks of the arguments so that `--help` and argument errors are fast
     from mmengine.evaluator import DumpResults
@@ -145,22 +168,29 @@ def main(argv=None):
     from densevlm_mm.registry import RUNNERS
     from densevlm_mm.utils import register_all_modules
     register_all_modules(init_default_scope=False)  # also allows mmengine's checkpoint meta
+    from densevlm_mm.engine import concise_runner_class, finish_distributed, setup_distributed
 
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
     write_metrics_json(cfg, args.checkpoint)
 
+    try:
+        setup_distributed(cfg, args.launcher)
+    except ValueError as exc:
+        fail(str(exc))
     if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
+        runner = concise_runner_class(Runner).from_cfg(cfg)
     else:
         # a customized runner from the registry if `runner_type` is set in the config
         runner = RUNNERS.build(cfg)
+    load_weights_strictly(runner, args.checkpoint, strict)
 
     # add the `DumpResults` metric, which writes the predictions to `--out`
     if args.out is not None:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
 
     runner.test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -1,10 +1,14 @@
 """Train a model of densevlm_mm with mmengine's Runner.
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr] [--resume [CKPT]]
-                                 [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+                                 [--no-strict] [--cfg-options k=v ...]
+                                 [--launcher none|pytorch|slurm|mpi]
 
-The arguments are those of mmdet 3.x's ``tools/train.py``. Multi-GPU: ``tools/dist_train.sh``;
-Slurm: ``tools/slurm_train.sh``.
+The arguments are those of mmdet 3.x's ``tools/train.py``, plus ``--no-strict`` (a ``load_from``
+checkpoint is loaded strictly: a key mismatch stops the run with the key accounting). Several
+processes: ``tools/dist_train.sh`` (NCCL on GPUs, gloo on a machine without CUDA); Slurm:
+``tools/slurm_train.sh``. The console shows the training log; the environment, the full config
+and the hook order are in the log file of the work dir.
 """
 import argparse
 import os
@@ -37,6 +41,12 @@ def parse_args(argv=None):
         help='If specify checkpoint path, resume from it, while if not specify, try to auto resume '
         'from the latest checkpoint in the work directory.')
     parser.add_argument(
+        '--no-strict',
+        action='store_true',
+        help='with `load_from` in the config: load the checkpoint\'s matching keys and only log '
+        'the missing / unexpected ones (default: stop with the key accounting; the config option '
+        '`load_strict = False` does the same)')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -62,6 +72,48 @@ def parse_args(argv=None):
 def fail(message: str) -> None:
     """Exit with status 1 and ``message`` on stderr (no traceback: the user's input is wrong)."""
     sys.exit(f'{osp.basename(sys.argv[0]) or "train.py"}: error: {message}')
+
+
+def load_weights_strictly(runner, checkpoint: str, strict: bool) -> None:
+    """Load ``checkpoint`` into ``runner.model``; on a key mismatch stop with the key accounting
+    (which file, which keys) unless ``strict`` is False."""
+    from densevlm_mm.utils.checkpoint import load_model_checkpoint
+    try:
+        load_model_checkpoint(runner.model, checkpoint, strict=strict)
+    except (OSError, RuntimeError, ValueError) as exc:  # CheckpointError is a RuntimeError
+        fail(str(exc))
+
+
+def load_before_training(runner, checkpoint: str, strict: bool) -> None:
+    """Load ``load_from`` where mmengine would (after the weight initialisation, which may load
+    ``init_cfg`` weights, and before the first hook of training), but strictly."""
+    from mmengine.hooks import Hook
+
+    class LoadCheckpointStrictly(Hook):
+        priority = 'HIGHEST'
+
+        def before_train(self, runner) -> None:
+            load_weights_strictly(runner, checkpoint, strict)
+
+    runner.register_hook(LoadCheckpointStrictly(), priority='HIGHEST')
+
+
+def check_train_dataloader(runner, config: str) -> None:
+    """A training set smaller than one batch (``drop_last``) gives no iteration; say so here
+    rather than let mmengine's LR scheduler fail on an empty epoch."""
+    loader = runner.train_loop.dataloader
+    try:
+        if len(loader) > 0:
+            return
+    except TypeError:  # an iterable dataset without a length
+        return
+    dataset = loader.dataset
+    source = getattr(dataset, 'ann_file', None) or getattr(dataset, 'data_root', None) or \
+        type(dataset).__name__
+    fail(f'the training set {source!r} has {len(dataset)} samples per process, fewer than one '
+         f'batch (train_dataloader.batch_size={loader.batch_size}, drop_last=True), so an epoch '
+         f'has no iteration. Use more images, or a smaller batch: --cfg-options '
+         f'train_dataloader.batch_size={max(1, len(dataset))} (config {config}).')
 
 
 def setup_dynamo_cache_size_limit() -> None:
@@ -137,6 +189,14 @@ def main(argv=None):
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    # `load_from` without resume: loaded here, strictly (mmengine's Runner would load it with
+    # strict=False and only log the mismatching keys)
+    load_from = None
+    if cfg.get('load_from') and not cfg.get('resume', False):
+        load_from, cfg.load_from = cfg.load_from, None
+        if '://' not in load_from and not osp.isfile(load_from):
+            fail(f'load_from checkpoint file not found: {load_from}')
+    strict = not args.no_strict and cfg.get('load_strict', True)
 
     # imported after the checks of the arguments so that `--help` and argument errors are fast
     from mmengine.runner import Runner
@@ -144,6 +204,8 @@ def main(argv=None):
     from densevlm_mm.registry import RUNNERS
     from densevlm_mm.utils import register_all_modules
     register_all_modules(init_default_scope=False)  # also allows mmengine's checkpoint meta
+    from densevlm_mm.engine import (DataEpochHook, concise_runner_class, finish_distributed,
+                                    setup_distributed)
 
     config_amp = str(cfg.get('optim_wrapper', {}).get('type', '')).split('.')[-1] == \
         'AmpOptimWrapper'
@@ -152,13 +214,22 @@ def main(argv=None):
         # CPU bf16 wrapper instead of failing mmengine's accelerator assertion
         enable_amp(cfg)
 
+    try:
+        setup_distributed(cfg, args.launcher)
+    except ValueError as exc:
+        fail(str(exc))
     if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
+        runner = concise_runner_class(Runner).from_cfg(cfg)
     else:
         # a customized runner from the registry if `runner_type` is set in the config
         runner = RUNNERS.build(cfg)
 
+    runner.register_hook(DataEpochHook(), priority='VERY_HIGH')  # exact resume
+    check_train_dataloader(runner, args.config)
+    if load_from is not None:
+        load_before_training(runner, load_from, strict)
     runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

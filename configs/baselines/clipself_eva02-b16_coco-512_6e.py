@@ -13,7 +13,7 @@ model = dict(
         type='CropTeacher',
         backbone=dict(type='DenseVLMBackbone', model_name='EVA02-B-16',
                       pretrained=f'{ckpt_dir}/EVA02_CLIP_B_psz16_s8B.pt')),
-    head=dict(type='CLIPSelfLoss', weight=1.0),
+    head=dict(type='CLIPSelfHead', loss=dict(type='CLIPSelfLoss', weight=1.0)),
     eval_text_embeddings=f'{ckpt_dir}/text/coco_panoptic_133_EVA02-B-16.pt')
 train_dataloader = dict(dataset=dict(pipeline=[
     dict(type='LoadImageSafe'),

@@ -9,9 +9,10 @@ model = dict(
     data_preprocessor=dict(type='DenseVLMDataPreprocessor'),
     backbone=dict(type='DenseVLMBackbone', model_name='EVA02-B-16',
                   pretrained=f'{ckpt_dir}/EVA02_CLIP_B_psz16_s8B.pt', unlocked_groups=12),
-    head=dict(type='RegionCLIPLoss', num_sampled_classes=100),
-    noun_embeddings=f'{ckpt_dir}/text/coco_nouns_4764_EVA02-B-16.pt',
-    logit_scale=100.0,
+    head=dict(type='RegionCLIPHead',
+              loss=dict(type='RegionCLIPLoss', num_sampled_classes=100),
+              noun_embeddings=f'{ckpt_dir}/text/coco_nouns_4764_EVA02-B-16.pt',
+              logit_scale=100.0),
     eval_text_embeddings=f'{ckpt_dir}/text/coco_panoptic_133_EVA02-B-16.pt')
 train_dataloader = dict(dataset=dict(
     _delete_=True,

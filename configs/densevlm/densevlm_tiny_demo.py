@@ -23,8 +23,7 @@ model = dict(
         vocabulary=vocabulary, tau=0.01, precision='fp32'),
     head=dict(
         type='DenseVLMHead',
-        loss=dict(type='DecoupledAlignLoss', mode='densevlm', tau=0.01, theta=0.3,
-                  reduction='reference'),
+        loss=dict(type='DecoupledAlignLoss', mode='densevlm', theta=0.3, reduction='reference'),
         text_embeddings=f'{demo_root}/text/student_vocabulary.pt',
         vocabulary=vocabulary),
     eval_text_embeddings=f'{demo_root}/text/student_vocabulary.pt',

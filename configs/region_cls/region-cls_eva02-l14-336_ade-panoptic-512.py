@@ -1,13 +1,7 @@
 # Region classification (Boxes / Masks-T / Masks-S, paper Tables 5/6/12) of a EVA02-L-14-336 image
-# encoder on ade panoptic at 512 px. `pretrained` is the plain open_clip checkpoint (the
-# baseline rows); to evaluate an aligned one: tools/test.py THIS_CONFIG work_dirs/.../epoch_6.pth.
-_base_ = ['../_base_/datasets/ade20k_panoptic_regions_512.py', '../_base_/default_runtime.py']
-ckpt_dir = 'checkpoints'
+# encoder on ade panoptic at 512 px.
+_base_ = ['../_base_/datasets/ade20k_panoptic_regions_512.py', '../_base_/models/region_cls.py']
 model = dict(
-    type='DenseVLM',
-    data_preprocessor=dict(type='DenseVLMDataPreprocessor'),
-    backbone=dict(type='DenseVLMBackbone', model_name='EVA02-L-14-336',
-                  pretrained=f'{ckpt_dir}/EVA02_CLIP_L_336_psz14_s6B.pt'),
-    eval_text_embeddings=f'{ckpt_dir}/text/ade20k_panoptic_150_EVA02-L-14-336.pt')
-test_cfg = dict(type='TestLoop')
-val_cfg = dict(type='ValLoop')
+    backbone=dict(model_name='EVA02-L-14-336',
+                  pretrained='checkpoints/EVA02_CLIP_L_336_psz14_s6B.pt'),
+    eval_text_embeddings='checkpoints/text/ade20k_panoptic_150_EVA02-L-14-336.pt')

@@ -1,13 +1,6 @@
 # Region classification (Boxes / Masks-T / Masks-S, paper Tables 5/6/12) of a RN50x4 image
-# encoder on ade panoptic at 512 px. `pretrained` is the plain open_clip checkpoint (the
-# baseline rows); to evaluate an aligned one: tools/test.py THIS_CONFIG work_dirs/.../epoch_6.pth.
-_base_ = ['../_base_/datasets/ade20k_panoptic_regions_512.py', '../_base_/default_runtime.py']
-ckpt_dir = 'checkpoints'
+# encoder on ade panoptic at 512 px.
+_base_ = ['../_base_/datasets/ade20k_panoptic_regions_512.py', '../_base_/models/region_cls.py']
 model = dict(
-    type='DenseVLM',
-    data_preprocessor=dict(type='DenseVLMDataPreprocessor'),
-    backbone=dict(type='DenseVLMBackbone', model_name='RN50x4',
-                  pretrained=f'{ckpt_dir}/RN50x4_openai.pt'),
-    eval_text_embeddings=f'{ckpt_dir}/text/ade20k_panoptic_150_RN50x4.pt')
-test_cfg = dict(type='TestLoop')
-val_cfg = dict(type='ValLoop')
+    backbone=dict(model_name='RN50x4-quickgelu', pretrained='checkpoints/RN50x4_openai.pt'),
+    eval_text_embeddings='checkpoints/text/ade20k_panoptic_150_RN50x4-quickgelu.pt')

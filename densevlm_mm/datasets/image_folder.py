@@ -3,11 +3,12 @@
 DenseVLM trains on images only (the grid regions are drawn per image, no annotation is used), so any
 folder of images is a training set.
 """
-import os
+import errno
 import os.path as osp
 from typing import List, Sequence
 
 from mmengine.dataset import BaseDataset
+from mmpretrain.datasets.custom import CustomDataset
 
 from densevlm_mm.registry import DATASETS
 
@@ -54,12 +55,14 @@ class UnlabeledImageDataset(BaseDataset):
 
 
 @DATASETS.register_module()
-class ImageFolderDataset(UnlabeledImageDataset):
-    """All images under ``data_root`` (recursive, sorted by relative path).
+class ImageFolderDataset(UnlabeledImageDataset, CustomDataset):
+    """All images under ``data_root`` (recursive, sorted by relative path): mmpretrain's
+    :class:`~mmpretrain.datasets.CustomDataset` with ``with_label=False``.
 
     Each sample is ``dict(img_path=...)`` for :class:`LoadImageSafe`. Extensions are matched
-    case-insensitively; hidden files and folders (names starting with ``.``) are ignored; symbolic
-    links to folders are followed (each real folder once).
+    case-insensitively (given with or without the dot); hidden files *and folders* (names
+    starting with ``.``) are ignored; symbolic links to folders are followed (a link loop raises
+    an ``OSError`` naming it).
 
     Args:
         data_root: the folder to scan.
@@ -79,41 +82,32 @@ class ImageFolderDataset(UnlabeledImageDataset):
                  **kwargs) -> None:
         if isinstance(extensions, str):
             extensions = (extensions, )
-        self.extensions = tuple(e.lower() if e.startswith('.') else f'.{e.lower()}'
-                                for e in extensions)
+        extensions = tuple(e.lower() if e.startswith('.') else f'.{e.lower()}'
+                           for e in extensions)
         self.source = f'image folder {data_root!r}'
-        super().__init__(data_root=data_root, pipeline=list(pipeline), **kwargs)
+        super().__init__(data_root=data_root, pipeline=list(pipeline), with_label=False,
+                         extensions=extensions, **kwargs)
+        self.extensions = tuple(sorted(self.extensions))
 
     def load_data_list(self) -> List[dict]:
         root = self.data_root
         if not osp.isdir(root):
             raise FileNotFoundError(f'{type(self).__name__}: image folder not found: {root!r}')
-        paths = scan_images(root, self.extensions)
-        if not paths:
+        try:
+            return super().load_data_list()
+        except RuntimeError as exc:  # mmpretrain: "Found 0 files in subfolders of ..."
             raise FileNotFoundError(
-                f'{type(self).__name__}: no image file ({", ".join(self.extensions)}) found under '
-                f'{root!r}')
-        return [dict(img_path=p) for p in paths]
+                f'{type(self).__name__}: no image file ({", ".join(sorted(self.extensions))}) '
+                f'found under {root!r}') from exc
+        except OSError as exc:  # the listing follows folder links: a loop ends here
+            if exc.errno != errno.ELOOP:
+                raise
+            raise OSError(exc.errno, f'{type(self).__name__}: a symbolic link loop under {root!r} '
+                          f'({exc.filename}); remove the link that points to a folder above '
+                          'it') from exc
 
-
-def scan_images(root: str, extensions: Sequence[str] = IMG_EXTENSIONS,
-                skip_hidden: bool = True) -> List[str]:
-    """Paths of the image files under ``root``, sorted by their path relative to ``root``."""
-    extensions = tuple(e.lower() for e in extensions)
-    found: List[str] = []
-    seen_dirs: set = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = osp.realpath(dirpath)
-        if real in seen_dirs:  # a link loop or a second link to the same folder
-            dirnames[:] = []
-            continue
-        seen_dirs.add(real)
-        if skip_hidden:
-            dirnames[:] = [d for d in dirnames if not d.startswith('.')]
-        for name in filenames:
-            if skip_hidden and name.startswith('.'):
-                continue
-            if name.lower().endswith(extensions):
-                found.append(osp.join(dirpath, name))
-    return sorted(found, key=lambda p: osp.relpath(p, root))
-
+    def is_valid_file(self, filename: str) -> bool:
+        """An image name, in no hidden folder: mmengine's listing skips hidden files but walks
+        into hidden folders (``.git``, ``.ipynb_checkpoints``)."""
+        return super().is_valid_file(filename) and not any(
+            part.startswith('.') for part in filename.replace('\\', '/').split('/'))

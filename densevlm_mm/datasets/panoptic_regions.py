@@ -26,7 +26,23 @@ annotation's ``file_name``, else the image name with ``.jpg`` → ``.png``. Pair
 
 For quick runs, ``subset=N`` evaluates the first N images (``subset=[i, j, ...]`` picks indices); it
 is an alias of mmengine's ``indices``.
+
+**Evaluation protocol** (one config line, e.g. ``test_dataloader = dict(dataset=dict(
+region_protocol='reference', grid_stride=16))``):
+
+* ``'ours'`` (default): masks resized (nearest) into the padded canvas and pooled with the exact
+  area coverage of each feature cell; boxes scaled per axis with the resized image; stuff boxes with
+  an exclusive max.
+* ``'reference'``: the protocol behind the paper's numbers (spec §6.1 / §10.18): each full-resolution
+  mask is resized bicubically (non-antialiased, as torchvision 0.15 did on tensors) so that its
+  longer side has ``canvas // grid_stride`` cells (``round(side · g / max(H, W))``), padded
+  bottom/right, thresholded ``> 0`` and pooled with 0/1 weights (the masks come out at the size of
+  the dense grid); boxes are mapped with one isotropic scale ``min(canvas / H, canvas / W)`` onto
+  the grid (``g · stride / canvas``, which is 504/512 for patch 14 at 512); stuff boxes have the
+  inclusive max; per-class accuracies are rounded through fp16. A mask can vanish on the grid:
+  such regions are counted (``masks_*.empty`` in the results) and scored as misclassified.
 """
+
 import os.path as osp
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -36,6 +52,8 @@ from mmengine.logging import print_log
 
 from densevlm_mm.registry import DATASETS
 from densevlm_mm.vocabulary import Vocabulary, load_vocabulary
+
+REGION_PROTOCOLS = ('ours', 'reference')
 
 
 def panoptic_categories(categories: Sequence[dict], where: str = 'ann_file') -> Dict[str, Any]:
@@ -68,6 +86,11 @@ class PanopticRegionDataset(BaseDataset):
         vocabulary: take class names from this vocabulary (bundled name, file, or
             :class:`Vocabulary`) instead of the json; it must have the same length and split.
         backend_args: mmengine file backend arguments.
+        region_protocol: ``'ours'`` or ``'reference'`` (see the module docstring); passed to the
+            transforms in each sample and to the metric in ``metainfo['region_protocol']``.
+        grid_stride: input pixels per feature cell of the evaluated model (16 for B/16, 14 for
+            L/14, 32 for RN50x4 / ConvNeXt); required by the reference protocol, whose masks are
+            made at the size of the dense grid.
         **kwargs: other :class:`mmengine.dataset.BaseDataset` arguments (``indices``,
             ``serialize_data``, ``lazy_init``, ...). ``test_mode`` defaults to True.
     """
@@ -81,7 +104,20 @@ class PanopticRegionDataset(BaseDataset):
                  vocabulary: Optional[Union[str, Vocabulary]] = None,
                  backend_args: Optional[dict] = None,
                  test_mode: bool = True,
+                 region_protocol: str = 'ours',
+                 grid_stride: Optional[int] = None,
                  **kwargs) -> None:
+        if region_protocol not in REGION_PROTOCOLS:
+            raise ValueError(f'region_protocol must be one of {REGION_PROTOCOLS}, got '
+                             f'{region_protocol!r}')
+        if region_protocol == 'reference' and not (isinstance(grid_stride, int)
+                                                   and grid_stride > 0):
+            raise ValueError(
+                "region_protocol='reference' makes the masks at the size of the model's dense "
+                'grid: give grid_stride, the input pixels per feature cell (16 for ViT-B/16 and '
+                f'EVA02-B/16, 14 for L/14, 32 for RN50x4 / ConvNeXt); got {grid_stride!r}')
+        self.region_protocol = region_protocol
+        self.grid_stride = grid_stride
         if subset is not None:
             if kwargs.get('indices') is not None:
                 raise ValueError('give either subset or indices, not both')
@@ -125,6 +161,7 @@ class PanopticRegionDataset(BaseDataset):
                 raise ValueError(f'metainfo gives {len(given)} classes but {self.ann_file!r} has '
                                  f'{len(meta["classes"])} categories')
             meta['classes'] = tuple(given)
+        meta['region_protocol'] = self.region_protocol
         self._metainfo.update(meta)
         cat2label = {c: i for i, c in enumerate(meta['category_ids'])}
         images = {img['id']: img for img in ann['images']}
@@ -148,7 +185,8 @@ class PanopticRegionDataset(BaseDataset):
                 dict(img_path=osp.join(self.data_prefix['img'], img['file_name']),
                      seg_map_path=osp.join(self.data_prefix['seg'], seg_name),
                      segments_info=segments, img_id=img['id'],
-                     height=img.get('height'), width=img.get('width')))
+                     height=img.get('height'), width=img.get('width'),
+                     region_protocol=self.region_protocol, grid_stride=self.grid_stride))
         unannotated = len(images) - len({item['image_id'] for item in ann['annotations']})
         if unannotated > 0:
             print_log(f'{self.ann_file}: {unannotated} images have no panoptic annotation and are '

@@ -18,11 +18,13 @@ scans the tar headers; for the full SA-1B write an index once with
 ``python -m densevlm_mm.datasets.sa1b index 'data/sa1b/sa_*.tar' -o data/sa1b/index.json``.
 """
 import argparse
+import functools
 import glob
 import json
 import logging
 import os.path as osp
 import random
+import sys
 import tarfile
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -33,6 +35,14 @@ from mmengine.logging import print_log
 from torch.utils.data import IterableDataset, get_worker_info
 
 from densevlm_mm.registry import DATASETS
+
+if __name__ == '__main__':
+    # `python -m densevlm_mm.datasets.sa1b`: the package import above already defined and
+    # registered this module as `densevlm_mm.datasets.sa1b`; defining the classes a second time
+    # here (as `__main__`) would register SA1BShardDataset twice. Run that module's CLI instead.
+    from densevlm_mm.datasets.sa1b import main as _package_main
+    _package_main()
+    sys.exit(0)
 
 from .transforms.loading import record_skipped_image
 
@@ -70,7 +80,23 @@ def _split_name(name: str) -> Tuple[Optional[str], Optional[str]]:
 
 
 def count_shard_samples(path: str) -> int:
-    """Number of samples with an image in one tar shard (reads the headers only)."""
+    """Number of samples with an image in one tar shard (reads the headers only).
+
+    Raises:
+        RuntimeError: the shard is not a tar file or is truncated (names the shard and the fix).
+    """
+    try:
+        return _count_members(path)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise RuntimeError(
+            f'SA1BShardDataset: the tar shard {path!r} is damaged or truncated ({type(exc).__name__}:'
+            f' {exc}). Download it again, or leave it out of `shards`; to train on the readable '
+            'part of damaged shards, pass the sample counts yourself (num_samples=<index json or '
+            'int>): a read error then skips the rest of that shard and is counted with the '
+            'skipped images.') from exc
+
+
+def _count_members(path: str) -> int:
     count, key, has_image = 0, None, False
     with tarfile.open(path, 'r:') as tar:
         for member in tar:
@@ -294,10 +320,11 @@ class SA1BShardDataset(IterableDataset):
 
         index = -1
         for shard in shards:
+            handler = functools.partial(_skip_damaged_shard, shard, set())
             with open(shard, 'rb') as stream:
-                files = tar_file_expander([dict(url=shard, stream=stream)], handler=_warn_tar_error,
+                files = tar_file_expander([dict(url=shard, stream=stream)], handler=handler,
                                           select_files=select)
-                for sample in group_by_keys(files, handler=_warn_tar_error):
+                for sample in group_by_keys(files, handler=handler):
                     suffix = next((s for s in IMAGE_SUFFIXES if s in sample), None)
                     if suffix is None:
                         continue
@@ -369,10 +396,15 @@ class SA1BShardDataset(IterableDataset):
                 f'shuffle={self.shuffle}, shuffle_buffer={self.shuffle_buffer})')
 
 
-def _warn_tar_error(exc: Exception) -> bool:
-    """webdataset handler: report a damaged shard and go on with the next file."""
-    print_log(f'SA1BShardDataset: tar read error, rest of the shard skipped: {exc}',
-              logger='current', level=logging.WARNING)
+def _skip_damaged_shard(shard: str, reported: set, exc: Exception) -> bool:
+    """webdataset handler: count the rest of a damaged shard as skipped, once per reading of the
+    shard (the count and the shard name reach ``SkippedImagesHook``), and go on with the next."""
+    if reported:  # webdataset's tar reader and the grouping stage both report the same error
+        return True
+    reported.add(shard)
+    detail = exc.args[0] if exc.args else exc
+    record_skipped_image(shard, f'damaged tar shard ({type(exc).__name__}: {detail}); the rest of '
+                         'this shard is skipped')
     return True
 
 
@@ -386,7 +418,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     index.add_argument('shards', nargs='+', help='tar files, folders or glob patterns')
     index.add_argument('-o', '--out', required=True, help='output json')
     args = parser.parse_args(argv)
-    counts = build_shard_index(args.shards, args.out)
+    try:
+        counts = build_shard_index(args.shards, args.out)
+    except (FileNotFoundError, RuntimeError) as exc:
+        parser.exit(1, f'{parser.prog}: error: {exc}\n')
     print(f'{len(counts)} shards, {sum(counts.values())} samples -> {args.out}')
 
 

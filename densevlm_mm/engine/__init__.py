@@ -1,6 +1,6 @@
 """Hooks, schedulers and runner utilities."""
-from .eval_class_check_hook import EvalClassCheckHook, check_class_names
+from .hooks import *  # noqa: F401,F403
 from .optim_constructor import FrozenAwareOptimWrapperConstructor
 from .optim_wrappers import CPUAmpOptimWrapper
-from .hooks import *  # noqa: F401,F403
+from .runner import DenseVLMRunner, concise_runner_class, finish_distributed, setup_distributed
 from .schedulers import CosineAfterWarmupLR

@@ -3,6 +3,7 @@ from mmengine.optim.scheduler import CosineAnnealingLR
 from mmengine.optim.scheduler.param_scheduler import INF
 
 from densevlm_mm.registry import PARAM_SCHEDULERS
+from densevlm_mm.utils.checks import check_number
 
 
 @PARAM_SCHEDULERS.register_module()
@@ -17,12 +18,15 @@ class CosineAfterWarmupLR(CosineAnnealingLR):
     """
 
     def __init__(self, optimizer, warmup_iters: int = 0, **kwargs) -> None:
-        self.warmup_iters = warmup_iters
+        self.warmup_iters = check_number(warmup_iters, 'warmup_iters', 'CosineAfterWarmupLR',
+                                         low=0, integer=True, example=1000)
         super().__init__(optimizer, **kwargs)
 
     @classmethod
     def build_iter_from_epoch(cls, *args, warmup_iters: int = 0, T_max=None, begin=0, end=INF,
                               by_epoch=True, epoch_length=None, **kwargs):
+        warmup_iters = check_number(warmup_iters, 'warmup_iters', 'CosineAfterWarmupLR', low=0,
+                                    integer=True, example=1000)
         if not by_epoch or not epoch_length:
             raise ValueError('CosineAfterWarmupLR converts an epoch-based config: set '
                              'by_epoch=True and convert_to_iter_based=True')

@@ -89,6 +89,18 @@ class RegionClassificationMetric(BaseMetric):
     Each is the unweighted mean over the classes that have regions in that split of the per-class
     accuracy (NaN when the split is empty). Keys of a missing prediction field are left out.
 
+    Empty masks: a region whose mask has no pixel left after resizing (``region_mask_empty``, set by
+    ``ResizeLongestPad``; it happens under the reference protocol, whose masks are thresholded on the
+    coarse grid) has no mask feature, so its ranking would be an arbitrary tie-break. It is scored as
+    misclassified instead and counted: ``masks_thing.empty`` / ``masks_stuff.empty`` (number of such
+    regions; these keys are in the results only when some mask vanished, and always in the JSON's
+    ``empty_masks``; a line under the printed table gives them).
+
+    Protocol: the dataset's ``metainfo['region_protocol']`` (``'ours'`` or ``'reference'``, see
+    ``PanopticRegionDataset``) is printed with the table and written to the JSON, so a number can be
+    quoted with its protocol; the reference protocol also turns on ``reference_rounding`` unless it
+    is given.
+
     Multi-process evaluation: ``process`` stores one compact entry per image, so mmengine's
     ``collect_results`` restores the dataset order and truncates the sampler's padding (``N % world
     size != 0``); entries with a repeated ``sample_idx`` (or, without it, ``img_path``) are dropped
@@ -96,7 +108,8 @@ class RegionClassificationMetric(BaseMetric):
 
     Args:
         topk: the k values (predictions must hold at least ``max(topk)`` columns).
-        reference_rounding: round per-class accuracies through fp16 like the reference.
+        reference_rounding: round per-class accuracies through fp16 like the reference; ``None``
+            (default): only under the dataset's reference protocol.
         model_name: row label of the printed table.
         out_file: write a JSON with the metrics, region counts and per-class accuracies.
         save_predictions: write an ``.npz`` with per-region ``labels``, ``is_thing``,
@@ -109,7 +122,7 @@ class RegionClassificationMetric(BaseMetric):
 
     def __init__(self,
                  topk: Union[int, Sequence[int]] = (1, 5),
-                 reference_rounding: bool = False,
+                 reference_rounding: Optional[bool] = None,
                  model_name: str = 'model',
                  out_file: Optional[str] = None,
                  save_predictions: Optional[str] = None,
@@ -144,6 +157,12 @@ class RegionClassificationMetric(BaseMetric):
             entry = dict(sample_idx=_get(sample, 'sample_idx'), img_path=_get(sample, 'img_path'),
                          labels=labels.astype(np.int32),
                          is_thing=_np(is_thing).astype(bool).reshape(-1))
+            empty = _get(sample, 'region_mask_empty')
+            entry['mask_empty'] = (np.zeros(len(labels), bool) if empty is None else
+                                   _np(empty).astype(bool).reshape(-1))
+            if len(entry['mask_empty']) != len(labels):
+                raise ValueError(f'region_mask_empty has {len(entry["mask_empty"])} entries but '
+                                 f'there are {len(labels)} regions ({_get(sample, "img_path")})')
             for field in ('box', 'mask'):
                 pred = _get(sample, f'pred_{field}_topk')
                 if pred is not None:
@@ -181,7 +200,9 @@ class RegionClassificationMetric(BaseMetric):
             labels=np.concatenate([r['labels'] for r in results]).astype(np.int64),
             is_thing=np.concatenate([r['is_thing'] for r in results]).astype(bool),
             image_index=np.concatenate(
-                [np.full(len(r['labels']), i, dtype=np.int64) for i, r in enumerate(results)]))
+                [np.full(len(r['labels']), i, dtype=np.int64) for i, r in enumerate(results)]),
+            mask_empty=np.concatenate(
+                [r.get('mask_empty', np.zeros(len(r['labels']), bool)) for r in results]).astype(bool))
         for field in ('box', 'mask'):
             have = [r[field] is not None for r in results]
             if not any(have):
@@ -208,33 +229,50 @@ class RegionClassificationMetric(BaseMetric):
         names = list(meta.get('classes') or [])
         num_classes = len(names) or None
         labels, is_thing = data['labels'], data['is_thing']
+        protocol = meta.get('region_protocol', 'ours')
+        rounding = (protocol == 'reference' if self.reference_rounding is None else
+                    bool(self.reference_rounding))
+        empty = data['mask_empty']
+        if data['mask'] is not None and empty.any():
+            data['mask'] = data['mask'].copy()
+            data['mask'][empty] = -1  # no mask feature: scored as misclassified, and counted
         metrics: Dict[str, float] = {}
         per_class: Dict[str, dict] = {}
         counts: Dict[str, int] = {}
+        empty_counts: Dict[str, int] = {}
         for name, field, thing, _ in SPLITS:
             pred = data[field]
             if pred is None:
                 continue
             sel = is_thing if thing else ~is_thing
             counts[name] = int(sel.sum())
-            res = mean_class_accuracy(pred[sel], labels[sel], self.topk, num_classes,
-                                      self.reference_rounding)
+            res = mean_class_accuracy(pred[sel], labels[sel], self.topk, num_classes, rounding)
             metrics.update({f'{name}.{k}': v for k, v in res.items()})
+            if field == 'mask':
+                empty_counts[name] = int((empty & sel).sum())
+                if empty.any():  # the key is there only when some mask vanished
+                    metrics[f'{name}.empty'] = empty_counts[name]
             if self.out_file and sel.any():
                 per_class[name] = self._per_class(pred[sel], labels[sel], names)
 
         table = format_region_table({self.model_name: metrics}, self.topk)
         extra = ', '.join(f'{k}: {_fmt(metrics.get(k))}' for k in
                           (f'boxes_stuff.top{k}' for k in self.topk) if k in metrics)
-        print_log(f'Region classification, mean class accuracy (%) over {len(results)} images, '
-                  f'{int(is_thing.sum())} thing / {int((~is_thing).sum())} stuff regions\n{table}'
-                  + (f'\n(not in the paper) {extra}' if extra else ''), logger='current')
+        notes = [f'(not in the paper) {extra}'] if extra else []
+        if any(empty_counts.values()):
+            notes.append('empty masks (no pixel on the grid; scored as misclassified): '
+                         + ', '.join(f'{k} {v}' for k, v in empty_counts.items()))
+        print_log(f'Region classification ({protocol} protocol), mean class accuracy (%) over '
+                  f'{len(results)} images, {int(is_thing.sum())} thing / '
+                  f'{int((~is_thing).sum())} stuff regions\n{table}'
+                  + ''.join(f'\n{n}' for n in notes), logger='current')
 
         if self.out_file:
             self._makedirs(self.out_file)
             with open(self.out_file, 'w') as f:
                 json.dump(dict(model=self.model_name, metrics=metrics, num_images=len(results),
-                               num_regions=counts, reference_rounding=self.reference_rounding,
+                               num_regions=counts, region_protocol=protocol,
+                               empty_masks=empty_counts, reference_rounding=rounding,
                                per_class=per_class), f, indent=1)
         if self.save_predictions:
             self._makedirs(self.save_predictions)

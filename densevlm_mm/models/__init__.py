@@ -1,16 +1,15 @@
 """Models of DenseVLM.
 
-The core (backbones, region sampler, retrieval, losses, head, data preprocessor) imports without
+The core (backbones, retrieval, losses, head, data preprocessor) imports without
 mmdet, mmseg or mmcv ops. :class:`DenseVLM` subclasses mmpretrain's self-supervisor, whose package
 imports mmcv ops; it is loaded on first use (``densevlm_mm.models.DenseVLM`` or the registry).
 """
 from .backbones import *  # noqa: F401,F403
 from .crop_teacher import CropTeacher
 from .data_preprocessor import DenseVLMDataPreprocessor
-from .heads import DenseVLMHead
+from .heads import CLIPSelfHead, DenseVLMHead, RegionCLIPHead
 from .losses import *  # noqa: F401,F403
-from .region_sampler import GridRegionSampler
-from .retrieval import RegionRetriever
+from .retrieval import RegionRetriever, class_logits, retrieve, retrieve_regions
 
 
 def __getattr__(name: str):

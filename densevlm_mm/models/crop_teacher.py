@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from densevlm_mm.registry import MODELS
+from densevlm_mm.utils.checks import check_number
 
 from .data_preprocessor import CLIP_MEAN, CLIP_STD
 from .frozen_teacher import FrozenTeacher
@@ -21,12 +22,14 @@ class CropTeacher(FrozenTeacher):
     Args:
         backbone: :class:`DenseVLMBackbone` config or instance.
         mean / std: normalisation of the uint8 crops (CLIP statistics on the 0..255 scale).
-        chunk_size: crops encoded per forward (bounds memory for 36 crops × batch).
+        chunk_size: crops encoded per forward, >= 1 (bounds memory for 36 crops × batch).
     """
 
     def __init__(self, backbone: Union[dict, nn.Module], mean: Sequence[float] = CLIP_MEAN,
                  std: Sequence[float] = CLIP_STD, chunk_size: int = 256,
                  init_cfg: Optional[dict] = None) -> None:
+        chunk_size = check_number(chunk_size, 'chunk_size', type(self).__name__, low=1,
+                                  integer=True, example=256)
         super().__init__(backbone, init_cfg=init_cfg)
         self.register_buffer('mean', torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(std).view(1, 3, 1, 1), persistent=False)

@@ -18,7 +18,9 @@ class FrozenTeacher(BaseModule):
 
     def __init__(self, backbone: Union[dict, nn.Module], init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.backbone = backbone if isinstance(backbone, nn.Module) else MODELS.build(backbone)
+        # nothing of a teacher trains: no probe for parameters that training would leave unused
+        self.backbone = backbone if isinstance(backbone, nn.Module) else MODELS.build(
+            backbone, default_args=dict(freeze_unused=False))
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         self._keep_in_state_dict = False

@@ -1,17 +1,85 @@
-"""The frozen P-VLM that retrieves a category for every region (paper §3.2, spec §3.2 step 2)."""
-from typing import Dict, List, Optional, Union
+"""The frozen P-VLM that retrieves a category for every region (paper §3.2, Eqs. 1–2; spec §3.2).
+
+Retrieval is configured in one place, :class:`RegionRetriever` (``tau``, ``normalize_text``), and
+computed once per step: its output carries the teacher logits, probabilities, labels and
+confidences *and* the settings, so the losses score the student in the same space
+(:func:`class_logits` with the retrieval's ``tau`` / ``normalize_text``) without retrieving again.
+"""
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densevlm_mm.registry import MODELS
 from densevlm_mm.text_embeddings import load_text_embeddings
+from densevlm_mm.utils.checks import check_bool, check_choice, check_number
 from densevlm_mm.vocabulary import Vocabulary
 
 from .frozen_teacher import FrozenTeacher
-from .losses.decoupled_align_loss import retrieve
 
 _DTYPES = dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)
+
+#: the settings a retrieval carries to the losses; configured on the retriever only
+RETRIEVAL_SETTINGS = ('tau', 'normalize_text')
+
+
+def class_logits(region_feats: Tensor, text: Tensor, tau: float = 0.01,
+                 normalize_text: bool = True) -> Tensor:
+    """Cosine similarity / τ of regions and classes (paper Eqs. 1–2).
+
+    Args:
+        region_feats: ``[K, D]`` region features (any norm; L2-normalised here).
+        text: ``[C, D]`` class embeddings (L2-normalised here when ``normalize_text``; ``False``
+            keeps the reference's un-normalised rows, spec §10.2).
+        tau: softmax temperature (0.01 = the reference's scale 100).
+
+    Returns:
+        ``[K, C]`` float32 logits.
+    """
+    feats = F.normalize(region_feats.float(), dim=-1)
+    text = text.float()
+    if normalize_text:
+        text = F.normalize(text, dim=-1)
+    return feats @ text.t() / tau
+
+
+def retrieve(region_feats: Tensor, text: Tensor, tau: float = 0.01,
+             normalize_text: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+    """Open-vocabulary retrieval of region categories.
+
+    Returns:
+        logits ``[K, C]`` (:func:`class_logits`), confidence ``[K]`` (max softmax probability),
+        label ``[K]``.
+    """
+    logits = class_logits(region_feats, text, tau, normalize_text)
+    conf, label = logits.softmax(dim=-1).max(dim=-1)
+    return logits, conf, label
+
+
+def retrieve_regions(region_feats: Tensor, text: Tensor, class_is_thing: Tensor,
+                     tau: float = 0.01, normalize_text: bool = True) -> Dict:
+    """The retrieval a loss consumes (see :meth:`RegionRetriever.forward` for the keys)."""
+    logits = class_logits(region_feats, text, tau, normalize_text)
+    probs = logits.softmax(dim=-1)
+    conf, labels = probs.max(dim=-1)
+    class_is_thing = class_is_thing.to(device=logits.device, dtype=torch.bool)
+    return dict(logits=logits, probs=probs, conf=conf, labels=labels,
+                region_is_thing=class_is_thing[labels], text=text,
+                class_is_thing=class_is_thing, tau=tau, normalize_text=normalize_text)
+
+
+def refuse_retrieval_settings(owner: str, kwargs: dict) -> None:
+    """Raise when a loss config sets what the retriever owns (or any unknown argument)."""
+    moved = [k for k in kwargs if k in RETRIEVAL_SETTINGS]
+    if moved:
+        raise ValueError(
+            f'{owner}: {", ".join(moved)} is configured once, on the P-VLM retriever '
+            f'(model.target_generator.{moved[0]}), whose retrieval carries it to the loss; remove '
+            f'it from the loss config. A standalone call takes it as an argument: loss('
+            f'student_feats, teacher_feats, student_text, teacher_text, ..., {moved[0]}=...).')
+    if kwargs:
+        raise TypeError(f'{owner} got unexpected arguments {sorted(kwargs)}')
 
 
 @MODELS.register_module()
@@ -26,53 +94,70 @@ class RegionRetriever(FrozenTeacher):
         backbone: config (or instance) of the P-VLM :class:`DenseVLMBackbone`.
         text_embeddings: file from ``tools/text_embeddings.py`` made with the P-VLM's text tower.
         vocabulary: optional vocabulary to check the file against.
-        tau: retrieval temperature.
+        tau: retrieval temperature, > 0; the losses use the same one for the student.
         precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` autocast for the teacher forward.
-        normalize_text: L2-normalise the class rows before retrieval.
+        normalize_text: L2-normalise the class rows of teacher *and* student (``False``
+            reproduces the reference's un-normalised 316-class embeddings, spec §10.2).
         reference_thing_count: reproduce the reference's off-by-one thing split: classes with
             index ``< reference_thing_count - 1`` are things (spec §10.1; 204 for the 316 list).
             ``None`` (default) uses the explicit per-class ``is_thing`` of the file.
+        inference_mode: run the teacher forward under ``torch.inference_mode`` instead of
+            ``no_grad`` (no version counters / view tracking); the region features are cloned
+            out of it, so the results are the same tensors as without (fast path, issue 14).
     """
 
     def __init__(self, backbone: Union[dict, nn.Module], text_embeddings: str,
                  vocabulary: Optional[Union[str, Vocabulary]] = None, tau: float = 0.01,
                  precision: str = 'fp32', normalize_text: bool = True,
                  reference_thing_count: Optional[int] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        if precision not in _DTYPES:
-            raise ValueError(f'precision must be one of {sorted(_DTYPES)}, got {precision!r}')
+                 init_cfg: Optional[dict] = None, inference_mode: bool = False) -> None:
+        owner = type(self).__name__
+        check_bool(inference_mode, 'inference_mode', owner)
+        check_choice(precision, 'precision', owner, sorted(_DTYPES))
+        tau = check_number(tau, 'tau', owner, low=0, low_open=True, example=0.01)
+        check_bool(normalize_text, 'normalize_text', owner)
         super().__init__(backbone, init_cfg=init_cfg)
         te = load_text_embeddings(text_embeddings, vocabulary=vocabulary,
-                                  embed_dim=self.backbone.embed_dim)
+                                  embed_dim=self.backbone.embed_dim,
+                                  expected_model=getattr(self.backbone, 'model_name', None))
         self.class_names: List[str] = list(te.class_names)
         is_thing = te.is_thing.clone()
         if reference_thing_count is not None:
-            if not 0 < reference_thing_count <= len(is_thing):
-                raise ValueError(f'reference_thing_count={reference_thing_count} is not in '
-                                 f'1..{len(is_thing)}')
+            reference_thing_count = check_number(
+                reference_thing_count, 'reference_thing_count', owner, low=1,
+                high=len(is_thing), integer=True, example=len(is_thing))
             is_thing = torch.arange(len(is_thing)) < reference_thing_count - 1
         self.register_buffer('text', te.embeddings.float(), persistent=False)
         self.register_buffer('class_is_thing', is_thing, persistent=False)
         self.tau, self.precision, self.normalize_text = tau, precision, normalize_text
+        self.inference_mode = inference_mode
 
     @torch.no_grad()
-    def forward(self, images: Tensor, boxes: List[Tensor]) -> Dict[str, Tensor]:
-        """Teacher targets of the regions.
+    def forward(self, images: Tensor, boxes: List[Tensor]) -> Dict:
+        """Teacher targets of the regions: the one retrieval of the step.
 
         Args:
             images: ``[B, 3, H, W]`` normalised images.
             boxes: per image ``[K_i, 4]`` xyxy in input pixels.
 
         Returns:
-            ``feats [K, Dt]`` (pooled, not normalised), ``labels [K]``, ``conf [K]``,
-            ``region_is_thing [K]``, ``text [C, Dt]``, ``class_is_thing [C]``.
+            ``feats [K, Dt]`` (pooled, not normalised), ``logits [K, C]`` (cos / τ),
+            ``probs [K, C]``, ``conf [K]``, ``labels [K]``, ``region_is_thing [K]``,
+            ``text [C, Dt]``, ``class_is_thing [C]``, and the settings ``tau`` and
+            ``normalize_text``.
         """
         enabled = self.precision != 'fp32'
-        with torch.autocast(images.device.type, dtype=_DTYPES[self.precision], enabled=enabled):
+        with torch.inference_mode(self.inference_mode), torch.autocast(
+                images.device.type, dtype=_DTYPES[self.precision], enabled=enabled):
             dense = self.backbone.dense_features(images)
             feats = self.backbone.roi_features(dense, boxes)
         feats = feats.float()
-        _, conf, labels = retrieve(feats, self.text, self.tau, self.normalize_text)
-        return dict(feats=feats, labels=labels, conf=conf,
-                    region_is_thing=self.class_is_thing[labels], text=self.text,
-                    class_is_thing=self.class_is_thing)
+        if self.inference_mode:  # a normal tensor again: the loss may save it for backward
+            feats = feats.clone()
+        out = retrieve_regions(feats, self.text, self.class_is_thing, self.tau,
+                               self.normalize_text)
+        out['feats'] = feats
+        return out
+
+    def extra_repr(self) -> str:
+        return f'tau={self.tau}, normalize_text={self.normalize_text}, precision={self.precision}'

@@ -1,11 +1,20 @@
-"""Safe checkpoint reading.
+"""Safe checkpoint reading and reported (strict) loading.
 
-A path given by a user is never unpickled with arbitrary objects: ``.safetensors`` files are read
-with safetensors and everything else with ``torch.load(weights_only=True)``. Missing and unexpected
-keys are reported (and raise when ``strict``), never silently ignored.
+A path given by a user is never unpickled with arbitrary objects: safetensors files are read with
+safetensors and everything else with ``torch.load(weights_only=True)`` (plus the few harmless
+classes mmengine writes into its ``meta``). Unreadable files raise an error naming the file and the
+reason; missing and unexpected keys are reported (and raise when ``strict``), never silently
+ignored.
+
+This module imports nothing from the rest of ``densevlm_mm`` (backbones, tools and the engine all
+use it).
 """
+import logging
+import os
 import os.path as osp
-from typing import Dict, Mapping, Optional
+import pickle
+import zipfile
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 from mmengine.logging import print_log
@@ -13,38 +22,121 @@ from torch import nn
 
 WRAPPER_KEYS = ('state_dict', 'model', 'module')
 
+_ZIP_MAGIC = b'PK\x03\x04'
+_FILE_SIGNATURES = {  # leading bytes of common non-checkpoint files -> what they are
+    b'\xff\xd8\xff': 'a JPEG image',
+    b'\x89PNG': 'a PNG image',
+    b'GIF8': 'a GIF image',
+    b'%PDF': 'a PDF document',
+    b'\x1f\x8b': 'a gzip archive',
+    b'{': 'a JSON/text file',
+    b'#': 'a text file',
+}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read or does not match the model it is loaded into."""
+
+
+def _sniff(path: str) -> bytes:
+    with open(path, 'rb') as f:
+        return f.read(16)
+
+
+def _is_safetensors(head: bytes, path: str) -> bool:
+    """safetensors: 8-byte little-endian header length, then a JSON header starting with ``{``."""
+    if path.endswith('.safetensors'):
+        return True
+    if len(head) < 9 or head[8:9] != b'{':
+        return False
+    n = int.from_bytes(head[:8], 'little')
+    return 0 < n <= osp.getsize(path) - 8
+
+
+def read_checkpoint(path: str, map_location: str = 'cpu') -> Dict:
+    """Read a checkpoint file safely and return what it holds (not unwrapped).
+
+    Accepts ``torch.save`` files (zip or legacy format; raw state dicts, open_clip / CLIPSelf
+    training dicts, mmengine work-dir checkpoints with ``state_dict`` and ``meta``) and
+    safetensors files (any extension).
+
+    Args:
+        path: local file.
+        map_location: device for the tensors.
+
+    Returns:
+        The stored dict (a safetensors file gives its flat tensor dict).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        IsADirectoryError: the path is a directory.
+        CheckpointError: empty, truncated or not a checkpoint (e.g. an image), or it holds pickled
+            Python objects beyond tensors and plain containers (the message names the
+            re-saving tool).
+    """
+    path = os.fspath(path)
+    if not osp.exists(path):
+        raise FileNotFoundError(f'checkpoint file not found: {path!r}. Pass the local path of a '
+                                'checkpoint (nothing is downloaded at run time).')
+    if osp.isdir(path):
+        raise IsADirectoryError(f'checkpoint path {path!r} is a directory; pass the checkpoint '
+                                'file inside it (e.g. work_dirs/<exp>/epoch_6.pth).')
+    if osp.getsize(path) == 0:
+        raise CheckpointError(f'checkpoint file {path!r} is empty (0 bytes); the download or '
+                              'save was interrupted. Save or download it again.')
+    head = _sniff(path)
+    if _is_safetensors(head, path):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(path, device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f'{path!r} is not a readable safetensors file ({exc}); it may '
+                                  'be truncated. Save or download it again.') from exc
+    is_zip = head.startswith(_ZIP_MAGIC)
+    if not is_zip and not head.startswith(b'\x80'):  # neither torch zip nor a pickle stream
+        what = next((v for k, v in _FILE_SIGNATURES.items() if head.startswith(k)),
+                    'not a PyTorch or safetensors checkpoint')
+        raise CheckpointError(f'{path!r} is {what}, not a model checkpoint (expected a file '
+                              'written by torch.save or safetensors).')
+    if is_zip and not zipfile.is_zipfile(path):
+        raise CheckpointError(f'checkpoint file {path!r} is truncated or corrupt (its zip '
+                              'directory is missing); save or download it again.')
+    allow_mmengine_checkpoint_meta()
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if 'weights only' in str(exc).lower() or 'weights_only' in str(exc):
+            reason = next((line.strip() for line in str(exc).splitlines()
+                           if 'WeightsUnpickler error' in line), str(exc))
+            raise CheckpointError(
+                f'{path!r} cannot be read with torch.load(weights_only=True): {reason}\n'
+                'It contains pickled Python objects beyond tensors. If you trust the file, re-save '
+                'its tensors with `python tools/model_converters/to_safe_checkpoint.py '
+                f'{path} OUT.pt` and pass OUT.pt.') from exc
+        raise CheckpointError(f'{path!r} is not a readable PyTorch checkpoint ({exc}); it may '
+                              'be truncated or of another format.') from exc
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f'checkpoint file {path!r} is truncated or corrupt ({exc}); save '
+                              'or download it again.') from exc
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f'{path!r} holds a {type(obj).__name__}, not a dict of tensors; '
+                              'save model.state_dict() (or a dict with "state_dict").')
+    return obj
+
 
 def load_checkpoint_file(path: str, map_location: str = 'cpu', unwrap: bool = True) -> Dict:
-    """Read a checkpoint safely and return its state dict.
+    """Read a checkpoint safely (:func:`read_checkpoint`) and return its state dict.
 
     Args:
         path: ``.safetensors``, ``.pt``/``.pth``/``.bin`` file.
         map_location: device for the tensors.
-        unwrap: take the first of ``state_dict`` / ``model`` / ``module`` when the file is a training
-            checkpoint (open_clip, CLIPSelf/DenseVLM, mmengine) and strip a leading ``module.``.
-
-    Raises:
-        FileNotFoundError: the path does not exist.
-        RuntimeError: the file holds pickled objects other than tensors and plain containers.
+        unwrap: take the first of ``state_dict`` / ``model`` / ``module`` when the file is a
+            training checkpoint (open_clip, CLIPSelf/DenseVLM, mmengine) and strip a leading
+            ``module.``.
     """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint file not found: {path!r}. Pass the local path of a '
-                                'checkpoint (nothing is downloaded at run time).')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        obj = load_file(path, device=map_location)
-    else:
-        try:
-            obj = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as exc:  # the unpickler names the offending global
-            raise RuntimeError(
-                f'{path!r} cannot be read with torch.load(weights_only=True): {exc}\n'
-                'It contains pickled Python objects beyond tensors. If you trust the file, re-save '
-                'its tensors with `python tools/model_converters/to_safe_checkpoint.py '
-                f'{path} OUT.pt` and pass OUT.pt.') from exc
-    if unwrap:
-        obj = unwrap_state_dict(obj)
-    return obj
+    obj = read_checkpoint(path, map_location=map_location)
+    return unwrap_state_dict(obj) if unwrap else dict(obj)
 
 
 def unwrap_state_dict(obj: Mapping) -> Dict:
@@ -60,31 +152,120 @@ def unwrap_state_dict(obj: Mapping) -> Dict:
     return dict(obj)
 
 
+def describe_keys(keys: Sequence[str], n: int = 5) -> str:
+    """``'12 (first: [a, b, ...])'``."""
+    keys = list(keys)
+    return f'{len(keys)} (first: {keys[:n]})' if keys else '0'
+
+
 def load_state_dict_reported(module: nn.Module,
                              state_dict: Mapping,
                              strict: bool = True,
-                             name: Optional[str] = None) -> nn.modules.module._IncompatibleKeys:
+                             name: Optional[str] = None,
+                             hint: Optional[str] = None) -> nn.modules.module._IncompatibleKeys:
     """``module.load_state_dict`` that names missing / unexpected keys.
 
+    Args:
+        module: target.
+        state_dict: weights.
+        strict: raise on any missing or unexpected key (else log them).
+        name: what is loaded from where, for the message (e.g. ``"EVA02-B-16 from 'x.pt'"``).
+        hint: the fix to suggest; default: check the model name or convert the file.
+
     Raises:
-        RuntimeError: with ``strict=True`` when any key is missing or unexpected.
+        CheckpointError: with ``strict=True`` when any key is missing or unexpected.
     """
     result = module.load_state_dict(state_dict, strict=False)
     what = name or type(module).__name__
     problems = []
     if result.missing_keys:
-        problems.append(f'{len(result.missing_keys)} missing keys (first: '
-                        f'{result.missing_keys[:5]})')
+        problems.append(f'{describe_keys(result.missing_keys)} missing keys')
     if result.unexpected_keys:
-        problems.append(f'{len(result.unexpected_keys)} unexpected keys (first: '
-                        f'{result.unexpected_keys[:5]})')
+        problems.append(f'{describe_keys(result.unexpected_keys)} unexpected keys')
     if problems:
         msg = f'loading weights into {what}: ' + '; '.join(problems)
         if strict:
-            raise RuntimeError(msg + '. Check that the checkpoint matches the model name, or '
-                               'convert it with tools/model_converters/.')
-        print_log(msg, logger='current', level=30)
+            raise CheckpointError(msg + '. ' + (hint or 'Check that the checkpoint matches the '
+                                                'model name, or convert it with '
+                                                'tools/model_converters/.'))
+        print_log(msg, logger='current', level=logging.WARNING)
     return result
+
+
+def load_model_checkpoint(model: nn.Module,
+                          path: str,
+                          strict: bool = True,
+                          prefix_map: Optional[Mapping[str, Optional[str]]] = None,
+                          map_location: str = 'cpu') -> Dict[str, List[str]]:
+    """Load a work-dir checkpoint of this project into a whole (mmengine) model.
+
+    The weights are the checkpoint's ``state_dict`` (or ``model`` / ``module``; a DDP ``module.``
+    prefix is stripped). Keys the model drops from its own state dict on purpose (the frozen
+    P-VLM / crop teacher, filled from the live model by their load hooks) are not reported.
+
+    Args:
+        model: the built model (e.g. ``runner.model``; a DDP wrapper is unwrapped).
+        path: checkpoint file (``work_dirs/<exp>/epoch_N.pth``, ``.pt``, ``.safetensors``).
+        strict: raise when any key is missing or unexpected; ``False`` loads the matching keys
+            and logs the rest.
+        prefix_map: key renaming applied first, ``{old_prefix: new_prefix}``, longest prefix
+            first; a ``None`` value drops the keys with that prefix. E.g. ``{'backbone.':
+            'backbone.clip.'}`` or ``{'target_generator.': None}``.
+        map_location: device for the tensors.
+
+    Returns:
+        ``dict(missing=[...], unexpected=[...])`` key lists (empty when everything matched).
+
+    Raises:
+        FileNotFoundError / IsADirectoryError / CheckpointError: unreadable file
+            (:func:`read_checkpoint`).
+        CheckpointError: ``strict`` and keys do not match; the message names the file, the
+            model class, the missing / unexpected keys (first few + counts) and the fix
+            (``--no-strict`` / ``strict=False``, or ``prefix_map``).
+    """
+    target = getattr(model, 'module', model)
+    if not isinstance(target, nn.Module):
+        target = model
+    state_dict = load_checkpoint_file(path, map_location=map_location)
+    if prefix_map:
+        state_dict = rename_prefixes(state_dict, prefix_map)
+    result = target.load_state_dict(state_dict, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f'{describe_keys(missing)} missing keys')
+        if unexpected:
+            parts.append(f'{describe_keys(unexpected)} unexpected keys')
+        msg = (f'checkpoint {path!r} does not match {type(target).__name__}: '
+               + '; '.join(parts))
+        if strict:
+            raise CheckpointError(
+                msg + '. Check that the config builds the model the checkpoint was trained with; '
+                'pass --no-strict (tools) / strict=False to load the matching keys anyway, or '
+                'prefix_map to rename key prefixes.')
+        print_log(msg + ' (strict=False: loaded the matching keys)', logger='current',
+                  level=logging.WARNING)
+    else:
+        print_log(f'loaded {len(state_dict)} tensors from {path!r} into '
+                  f'{type(target).__name__}', logger='current')
+    return dict(missing=missing, unexpected=unexpected)
+
+
+def rename_prefixes(state_dict: Mapping, prefix_map: Mapping[str, Optional[str]]) -> Dict:
+    """Rename key prefixes ``{old: new}`` (longest first); ``new=None`` drops the key."""
+    order = sorted(prefix_map, key=len, reverse=True)
+    out = {}
+    for key, value in state_dict.items():
+        for old in order:
+            if key.startswith(old):
+                new = prefix_map[old]
+                if new is not None:
+                    out[new + key[len(old):]] = value
+                break
+        else:
+            out[key] = value
+    return out
 
 
 def allow_mmengine_checkpoint_meta() -> None:
@@ -98,7 +279,6 @@ def allow_mmengine_checkpoint_meta() -> None:
     :func:`_history_buffer_getattr`); the loading stays ``weights_only`` (no arbitrary unpickling).
     """
     import numpy as np
-    import torch
     from mmengine.logging import HistoryBuffer
 
     multiarray = (np._core if hasattr(np, '_core') else np.core).multiarray
@@ -114,11 +294,14 @@ def allow_mmengine_checkpoint_meta() -> None:
 
 def _history_buffer_getattr(obj, name):
     """``getattr`` for the weights-only unpickler, limited to ``HistoryBuffer``'s statistics."""
-    import pickle
-
     from mmengine.logging import HistoryBuffer
     if obj is HistoryBuffer and name in ('min', 'max', 'mean', 'current'):
         return getattr(obj, name)
     raise pickle.UnpicklingError(
         f'checkpoint asks for getattr({obj!r}, {name!r}); only the statistics methods of '
         'mmengine.logging.HistoryBuffer are allowed when reading a checkpoint')
+
+
+__all__ = ['CheckpointError', 'read_checkpoint', 'load_checkpoint_file', 'unwrap_state_dict',
+           'load_state_dict_reported', 'load_model_checkpoint', 'rename_prefixes',
+           'describe_keys', 'allow_mmengine_checkpoint_meta']

@@ -90,7 +90,7 @@ def test_fixture_exact_accuracies_outputs_and_table(fixture_samples, tmp_path, m
         assert res[key] == pytest.approx(value, abs=1e-9), key
 
     table = logs[-1]
-    assert '3 images, 4 thing / 4 stuff regions' in table
+    assert '(ours protocol)' in table and '3 images, 4 thing / 4 stuff regions' in table
     assert '| stub  |  33.3 |  83.3 |  66.7 |  83.3 |  50.0 |  75.0 |' in table
     assert 'Boxes' in table and 'Masks-T' in table and 'Masks-S' in table
 

@@ -194,6 +194,13 @@ def test_pos_embed_resample_plain_bicubic_not_antialiased():
                                      num_prefix_tokens=1)[0]
     assert (timm_aa - got).abs().max() > 1e-3  # antialiased resampling is a different kernel
     assert resample_pos_embed(pos, (4, 4), (4, 4)) is pos
+    # non-square source table, two prefix rows, leading batch dim (timm's layout)
+    pos2 = torch.randn(1, 2 + 3 * 5, 8)
+    got2 = resample_pos_embed(pos2, (3, 5), (4, 6), num_prefix=2)
+    grid = pos2[0, 2:].reshape(1, 3, 5, 8).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(4, 6), mode='bicubic', align_corners=False)
+    ref2 = torch.cat([pos2[0, :2], grid.permute(0, 2, 3, 1).reshape(24, 8)])[None]
+    torch.testing.assert_close(got2, ref2, rtol=0, atol=0)
     with pytest.raises(ValueError, match='does not match'):
         resample_pos_embed(pos, (3, 3), (5, 5))
 
@@ -297,7 +304,11 @@ def test_unlocked_groups(clips, family):
     bb = DenseVLMBackbone.from_open_clip(copy.deepcopy(clips[family]), unlocked_groups=1)
     trainable = {n for n, p in bb.named_parameters() if p.requires_grad}
     expected = {n for n, _ in bb.named_parameters() if n.startswith(EXPECTED_GROUP[family])}
-    assert trainable == expected and trainable
+    # freeze_unused: the value-only last EVA02 block never uses q/k (ViT: fused in_proj rows
+    # get zero gradients and stay trainable)
+    unused = {n for n in expected if family == 'eva02' and ('.q_proj.' in n or '.k_proj.' in n)}
+    assert set(bb.frozen_unused) == unused
+    assert trainable == expected - unused and trainable
     bb.train()
     if family == 'resnet':  # BN of frozen groups stays in eval, unlocked layer4 trains
         assert not bb.visual.layer1[0].bn1.training and bb.visual.layer4[0].bn1.training
@@ -377,3 +388,38 @@ def test_from_open_clip_matches_name_and_checkpoint(tmp_path, clips):
     again = DenseVLMBackbone('densevlm-tiny-eva02', pretrained=str(tmp_path / 'bb.pt')).eval()
     with torch.no_grad():
         torch.testing.assert_close(again.encode_image(images), wrapped.encode_image(images))
+
+
+def test_roi_box_validation(backbones):
+    bb = backbones['vit']  # stride 16
+    with torch.no_grad():
+        dense = bb.dense_features(_images(64, 96))  # 4 x 6 grid, input 64 x 96
+    good = torch.tensor([[0., 0., 96., 64.]])  # touching the canvas edge is valid
+    ref = bb.roi_features(dense, [good, good], image_size=(64, 96))
+    torch.testing.assert_close(ref[0], F.normalize(dense, dim=1)[0].mean((1, 2)))
+    bad = {
+        'negative coordinate': [-1., 0., 10., 10.],
+        'outside the image': [0., 0., 97., 10.],
+        'zero area': [5., 5., 5., 20.],
+        'inverted': [20., 5., 10., 20.],
+        'not finite': [0., float('nan'), 10., 10.],
+    }
+    for what, box in bad.items():
+        boxes = [good, torch.tensor([[1., 1., 8., 8.], box])]
+        with pytest.raises(ValueError, match=rf'boxes\[1\]\[1\] = .*{what}'):
+            bb.roi_features(dense, boxes, image_size=(64, 96))
+    with pytest.raises(ValueError, match='not finite'):
+        bb.roi_features(dense, [good, torch.tensor([[0., 0., float('inf'), 8.]])])
+    with pytest.raises(ValueError, match=r'boxes\[0\] must be \[K, 4\].*\(1, 5\)'):
+        bb.roi_features(dense, [torch.zeros(1, 5), good])
+    # without image_size the bound is the largest input giving this grid: (4*16+15, 6*16+15)
+    bb.roi_features(dense, [good, torch.tensor([[0., 0., 111., 79.]])])
+    with pytest.raises(ValueError, match='outside the image'):
+        bb.roi_features(dense, [good, torch.tensor([[0., 0., 112., 10.]])])
+    # clip=True clips to the image first; an entirely outside box then has zero area
+    clipped = bb.roi_features(dense, [good, torch.tensor([[-20., -5., 300., 64.]])],
+                              image_size=(64, 96), clip=True)
+    torch.testing.assert_close(clipped[1], ref[1])
+    with pytest.raises(ValueError, match='zero area'):
+        bb.roi_features(dense, [good, torch.tensor([[100., 0., 120., 10.]])],
+                        image_size=(64, 96), clip=True)

@@ -13,7 +13,7 @@ from densevlm_mm.datasets.transforms.crops import resize_max_size
 from densevlm_mm.registry import DATASETS, MODELS
 from densevlm_mm.text_embeddings import generate_text_embedding_file
 from densevlm_mm.utils import register_all_modules
-from densevlm_mm.utils.tiny_demo import STUDENT, load_tiny_demo_config
+from densevlm_mm.apis.tiny_demo import STUDENT, load_tiny_demo_config
 
 register_all_modules(init_default_scope=True)
 
@@ -68,7 +68,7 @@ def test_clipself_step(demo):
     model = MODELS.build(dict(
         type='CLIPSelf', backbone=_student(demo, unlocked_groups=2),
         target_generator=dict(type='CropTeacher', backbone=_student(demo)),
-        head=dict(type='CLIPSelfLoss')))
+        head=dict(type='CLIPSelfHead', loss=dict(type='CLIPSelfLoss'))))
     pipeline = [dict(type='LoadImageSafe'), dict(type='ResizeLongestPad', size=128, keep_ori=True),
                 dict(type='SampleGridRegions'), dict(type='CropGridRegions', size=64),
                 dict(type='PackDenseVLMInputs')]
@@ -80,7 +80,7 @@ def test_clipself_step(demo):
 
 def test_logits_kd_step(demo):
     cfg = load_tiny_demo_config(demo).model.to_dict()
-    cfg['head']['loss'] = dict(type='LogitsKDLoss', tau=0.01)
+    cfg['head']['loss'] = dict(type='LogitsKDLoss')
     model = MODELS.build(cfg)
     pipeline = load_tiny_demo_config(demo).train_dataloader.dataset.pipeline
     losses = _step(model, _data(demo, pipeline))
@@ -111,8 +111,8 @@ def test_region_clip_step_on_pseudo_labelled_proposals(demo, tmp_path):
     generate_text_embedding_file(STUDENT, osp.join(demo, 'checkpoints', 'student.pt'),
                                  str(vocab), nouns, progress=False)
     model = MODELS.build(dict(type='RegionCLIP', backbone=_student(demo, unlocked_groups=2),
-                              head=dict(type='RegionCLIPLoss', num_sampled_classes=2),
-                              noun_embeddings=nouns))
+                              head=dict(type='RegionCLIPHead', noun_embeddings=nouns,
+                                        loss=dict(type='RegionCLIPLoss', num_sampled_classes=2))))
     pipeline = [dict(type='LoadImageSafe'), dict(type='ResizeLongestPad', size=128),
                 dict(type='PackDenseVLMInputs')]
     items = [CocoPseudoRegionDataset(ann_file=pseudo, data_prefix=dict(
@@ -122,5 +122,5 @@ def test_region_clip_step_on_pseudo_labelled_proposals(demo, tmp_path):
     assert 'loss_region_clip' in losses
     with pytest.raises(ValueError, match='student'):
         MODELS.build(dict(type='RegionCLIP', backbone=_student(demo),
-                          head=dict(type='RegionCLIPLoss'),
-                          noun_embeddings=osp.join(demo, 'text', 'teacher_vocabulary.pt')))
+                          head=dict(type='RegionCLIPHead', noun_embeddings=osp.join(
+                              demo, 'text', 'teacher_vocabulary.pt'))))

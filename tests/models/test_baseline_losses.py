@@ -53,7 +53,7 @@ def test_logits_kd_loss_matches_hand_computation():
     for x in (s, t, st, tt):
         x.requires_grad_(True)
     tau = 0.5
-    out = LogitsKDLoss(tau=tau, weight=3.0)(s, t, st, tt)
+    out = LogitsKDLoss(weight=3.0)(s, t, st, tt, tau=tau)
     total = 0.0
     for k in range(4):
         q = _softmax([_cos(s[k].tolist(), st[c].tolist()) / tau for c in range(6)])
@@ -64,7 +64,7 @@ def test_logits_kd_loss_matches_hand_computation():
     _grads_only_to_student(s, t, st, tt)
 
     # without text normalisation the class rows keep their norms
-    raw = LogitsKDLoss(tau=tau, normalize_text=False)(s, t, st, tt)['loss_logits_kd'].item()
+    raw = LogitsKDLoss()(s, t, st, tt, tau=tau, normalize_text=False)['loss_logits_kd'].item()
     total = 0.0
     for k in range(4):
         sk, tk = (s[k] / s[k].norm()).detach(), (t[k] / t[k].norm()).detach()
@@ -137,4 +137,20 @@ def test_losses_are_registered():
     with DefaultScope.overwrite_default_scope('densevlm_mm'):
         for name in ('CLIPSelfLoss', 'LogitsKDLoss', 'RegionCLIPLoss'):
             assert MODELS.get(name) is not None
-        assert MODELS.build(dict(type='LogitsKDLoss', tau=0.02)).tau == 0.02
+        assert MODELS.build(dict(type='LogitsKDLoss', weight=0.5)).weight == 0.5
+        for name in ('DenseVLMHead', 'CLIPSelfHead', 'RegionCLIPHead'):
+            assert MODELS.get(name) is not None
+        # tau is the retriever's: a loss config that sets it is refused, naming where it goes
+        with pytest.raises(ValueError, match='target_generator.tau'):
+            MODELS.build(dict(type='LogitsKDLoss', tau=0.02))
+
+
+def test_logits_kd_from_retrieval_equals_standalone_call():
+    from densevlm_mm.models.retrieval import retrieve_regions
+    s, t, st, tt = _inputs((4, 3), (4, 5), (6, 3), (6, 5), seed=3)
+    loss = LogitsKDLoss(weight=2.0)
+    for tau, norm in ((0.5, True), (0.2, False)):
+        retrieval = retrieve_regions(t, tt, torch.zeros(6, dtype=torch.bool), tau, norm)
+        a = loss.from_retrieval(s, st, retrieval)['loss_logits_kd']
+        b = loss(s, t, st, tt, tau=tau, normalize_text=norm)['loss_logits_kd']
+        assert torch.equal(a, b)

@@ -63,8 +63,8 @@ def test_matches_hand_computation(mode, reduction):
     st, tt = torch.randn(C, Ds, generator=g), torch.randn(C, Dt, generator=g)
     is_thing = torch.tensor([1, 0, 1, 1, 0, 0, 1], dtype=torch.bool)
     tau, theta = 0.2, 0.3
-    loss = DecoupledAlignLoss(mode=mode, tau=tau, theta=theta, reduction=reduction)
-    out = loss(sf.double(), tf.double(), st.double(), tt.double(), is_thing)
+    loss = DecoupledAlignLoss(mode=mode, theta=theta, reduction=reduction)
+    out = loss(sf.double(), tf.double(), st.double(), tt.double(), is_thing, tau=tau)
     expected, n_thing, n_stuff = hand_loss(sf.tolist(), tf.tolist(), st.tolist(), tt.tolist(),
                                            is_thing.tolist(), mode, tau, theta, reduction)
     assert n_thing > 0 and n_stuff > 0, 'fixture must exercise both groups'
@@ -78,7 +78,7 @@ def test_modes_differ_and_threshold_is_strict():
     sf, tf = torch.randn(10, 4, generator=g), torch.randn(10, 4, generator=g)
     st, tt = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
     is_thing = torch.tensor([1, 1, 0, 0, 0], dtype=torch.bool)
-    values = {m: DecoupledAlignLoss(mode=m, tau=0.5, theta=0.0)(sf, tf, st, tt, is_thing)
+    values = {m: DecoupledAlignLoss(mode=m, theta=0.0)(sf, tf, st, tt, is_thing, tau=0.5)
               ['loss_align'].item() for m in SUBSETS}
     assert len(set(round(v, 6) for v in values.values())) == 4
     # conf can never exceed 1: theta=1 keeps nothing.
@@ -105,7 +105,7 @@ def test_gradient_reaches_student_only():
     tf = torch.randn(8, 4, requires_grad=True)
     st = torch.randn(3, 4, requires_grad=True)
     tt = torch.randn(3, 4, requires_grad=True)
-    out = DecoupledAlignLoss(tau=0.5, theta=0.0)(sf, tf, st, tt, torch.tensor([1, 0, 0]).bool())
+    out = DecoupledAlignLoss(theta=0.0)(sf, tf, st, tt, torch.tensor([1, 0, 0]).bool(), tau=0.5)
     out['loss_align'].backward()
     assert sf.grad.abs().sum() > 0
     # the teacher side is a target: no gradient reaches it
@@ -118,10 +118,10 @@ def test_normalize_text_switch_changes_logits():
     sf, tf = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
     st, tt = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
     is_thing = torch.tensor([1, 0, 0]).bool()
-    a = DecoupledAlignLoss(theta=0.0, tau=0.5)(sf, tf, st * 0.9, tt * 0.9, is_thing)['loss_align']
-    b = DecoupledAlignLoss(theta=0.0, tau=0.5)(sf, tf, st, tt, is_thing)['loss_align']
-    c = DecoupledAlignLoss(theta=0.0, tau=0.5, normalize_text=False)(
-        sf, tf, st * 0.9, tt * 0.9, is_thing)['loss_align']
+    loss = DecoupledAlignLoss(theta=0.0)
+    a = loss(sf, tf, st * 0.9, tt * 0.9, is_thing, tau=0.5)['loss_align']
+    b = loss(sf, tf, st, tt, is_thing, tau=0.5)['loss_align']
+    c = loss(sf, tf, st * 0.9, tt * 0.9, is_thing, tau=0.5, normalize_text=False)['loss_align']
     assert torch.allclose(a, b)  # normalised: the row scale does not matter
     assert not torch.allclose(b, c)  # reference mode: scale acts as a per-class temperature
 
@@ -140,3 +140,42 @@ def test_bad_inputs_raise(bad):
             loss(sf, tf, st, tt[:2], is_thing)
         else:
             DecoupledAlignLoss(mode='nope')
+
+
+def test_kl_is_torch_kl_div_with_log_targets():
+    """``_kl`` is ``F.kl_div(log_q, log_p, log_target=True)`` summed over classes:
+    Σ p (log p − log q)."""
+    g = torch.Generator().manual_seed(4)
+    t, s = torch.randn(5, 7, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g,
+                                                                            dtype=torch.float64)
+    log_p, log_q = t.log_softmax(-1), s.log_softmax(-1)
+    explicit = (log_p.exp() * (log_p - log_q)).sum(-1)
+    assert torch.allclose(DecoupledAlignLoss._kl(t, s), explicit, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('mode', sorted(SUBSETS))
+def test_from_retrieval_equals_standalone_call(mode):
+    """The training path (one retrieval, handed to the loss) gives the standalone numbers."""
+    from densevlm_mm.models.retrieval import retrieve_regions
+    g = torch.Generator().manual_seed(5)
+    sf, tf = torch.randn(9, 4, generator=g), torch.randn(9, 6, generator=g)
+    st, tt = torch.randn(5, 4, generator=g), torch.randn(5, 6, generator=g)
+    is_thing = torch.tensor([1, 1, 0, 1, 0]).bool()
+    loss = DecoupledAlignLoss(mode=mode, theta=0.2)
+    for tau, norm in ((0.5, True), (0.3, False)):
+        retrieval = retrieve_regions(tf, tt, is_thing, tau, norm)
+        a = loss.from_retrieval(sf, st, retrieval)
+        b = loss(sf, tf, st, tt, is_thing, tau=tau, normalize_text=norm)
+        assert set(a) == set(b)
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+        # the student is scored with the retrieval's tau: another tau gives another loss
+        other = dict(retrieval, tau=tau * 2)
+        assert not torch.allclose(loss.from_retrieval(sf, st, other)['loss_align'],
+                                  a['loss_align'])
+
+
+@pytest.mark.parametrize('key', ['tau', 'normalize_text'])
+def test_retrieval_settings_are_refused_in_the_loss_config(key):
+    with pytest.raises(ValueError, match=f'{key}.*target_generator.{key}'):
+        DecoupledAlignLoss(**{key: 0.01 if key == 'tau' else False})

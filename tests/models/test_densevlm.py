@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from densevlm_mm.registry import DATASETS, MODELS
 from densevlm_mm.text_embeddings import generate_text_embedding_file, load_text_embeddings
 from densevlm_mm.utils import register_all_modules
-from densevlm_mm.utils.tiny_demo import TEACHER, load_tiny_demo_config
+from densevlm_mm.apis.tiny_demo import TEACHER, load_tiny_demo_config
 
 register_all_modules(init_default_scope=True)
 
@@ -50,12 +50,12 @@ def test_loss_step_trains_only_unlocked_student_blocks(demo):
     n_blocks = len(trunk.blocks)
     last = f'visual.trunk.blocks.{n_blocks - 1}.attn.'
     # the dense path skips q/k of the last block: frozen (the reference never updates them)
-    assert sorted(model.frozen_unused) == sorted(
+    assert sorted(model.backbone.frozen_unused) == sorted(
         n for n, _ in model.backbone.named_parameters()
         if n.startswith(last + 'q_proj') or n.startswith(last + 'k_proj'))
     for name, p in model.backbone.named_parameters():
         unlocked = any(f'blocks.{i}.' in name for i in range(n_blocks - 2, n_blocks))
-        assert p.requires_grad == (unlocked and name not in model.frozen_unused), name
+        assert p.requires_grad == (unlocked and name not in model.backbone.frozen_unused), name
         if p.requires_grad:
             assert p.grad is not None, name
         if not unlocked:
@@ -137,7 +137,7 @@ def test_mismatched_embeddings_raise_clear_errors(demo, tmp_path):
 # ---------------------------------------------------------------- DDP gradient synchronisation
 def _fixed_batch(root, n):
     """n images with the same 2x3 grid each (equal region counts per rank)."""
-    from densevlm_mm.models.region_sampler import GridRegionSampler
+    from densevlm_mm.datasets.transforms.region_sampler import GridRegionSampler
     data = batch(root, n=n)
     for sample in data['data_samples']:
         sample.grid_boxes = GridRegionSampler().grid_boxes(sample.valid_hw, 2, 3)
@@ -202,3 +202,68 @@ def test_retriever_runs_in_bf16_autocast(demo):
     assert cos.min() > 0.98
     with pytest.raises(ValueError, match='precision'):
         build(demo, **{'target_generator.precision': 'int8'})
+
+
+def test_one_retrieval_per_step_configured_on_the_retriever(demo, monkeypatch):
+    """The P-VLM retrieves once per step; τ and the text normalisation set on the retriever are
+    the ones the loss scores the student with (standalone call with the same settings)."""
+    import densevlm_mm.models.losses.decoupled_align_loss as loss_module
+    import densevlm_mm.models.retrieval as retrieval_module
+    model = build(demo, **{'target_generator.tau': 0.05,
+                           'target_generator.normalize_text': False,
+                           'head.loss.theta': 0.1})
+    model.eval()  # deterministic: the same student features twice
+    data = model.data_preprocessor(batch(demo), True)
+    calls = []
+    real = retrieval_module.retrieve_regions
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retrieval_module, 'retrieve_regions', spy)
+    monkeypatch.setattr(loss_module, 'retrieve_regions', spy)
+    losses = model(**data, mode='loss')
+    assert len(calls) == 1
+    monkeypatch.undo()
+    boxes = [s.grid_boxes for s in data['data_samples']]
+    with torch.no_grad():
+        student = model.backbone.roi_features(model.backbone.dense_features(data['inputs']), boxes)
+        targets = model.target_generator(data['inputs'], boxes)
+        alone = model.head.loss_module(student, targets['feats'], model.head.text,
+                                       targets['text'], targets['class_is_thing'], tau=0.05,
+                                       normalize_text=False)
+    assert targets['tau'] == 0.05 and targets['normalize_text'] is False
+    for key in ('loss_align', 'num_kept', 'num_thing', 'num_stuff'):
+        assert torch.allclose(losses[key].detach(), alone[key], rtol=1e-6, atol=1e-7), key
+    # the retrieval's labels / confidences are the ones the loss thresholds
+    assert losses['num_kept'].item() == int((targets['conf'] > 0.1).sum())
+    default = build(demo, **{'head.loss.theta': 0.1})
+    default.eval()
+    assert not torch.allclose(default(**data, mode='loss')['loss_align'], losses['loss_align'])
+
+
+def test_init_weights_logs_one_summary_line(demo):
+    """mmengine's per-tensor "The value is the same before and after calling `init_weights`"
+    records become one line (console and log file alike)."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    model = build(demo)
+    logger = MMLogger.get_instance('densevlm_init_weights_summary', log_level='INFO')
+    messages = []
+    handler = logging.Handler(level=logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+        model.init_weights()
+    finally:
+        logger.removeHandler(handler)
+    assert not any('The value is the same' in m for m in messages)
+    summary = [m for m in messages if m.startswith('init_weights:')]
+    assert len(summary) == 1, messages
+    n = len(list(model.named_parameters()))
+    assert f'{n} parameter tensors unchanged' in summary[0]
+    for name, p in model.backbone.named_parameters():  # checkpoint weights stay
+        assert torch.equal(before[name], p), name

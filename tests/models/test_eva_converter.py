@@ -91,3 +91,89 @@ def test_cli(tmp_path, eva, monkeypatch, capsys):
                                       '--check-model', 'densevlm-tiny-eva02'])
     assert cli.main() == 0
     assert 'loads strictly' in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------- open_clip -> EVA-CLIP fork
+def _reverse_cli():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / 'tools' / 'model_converters' / \
+        'open_clip_to_eva_clip.py'
+    spec = importlib.util.spec_from_file_location('densevlm_tool_open_clip_to_eva_clip', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('name', ['densevlm-tiny-eva02', 'densevlm-tiny-eva02-teacher'])
+def test_reverse_gives_the_vendored_layout_and_round_trips(name):
+    from densevlm_mm.models.backbones.eva_converter import \
+        convert_open_clip_to_eva_clip_state_dict
+    torch.manual_seed(1)
+    sd = create_clip(name)[0].state_dict()
+    vendored, unmapped = convert_open_clip_to_eva_clip_state_dict(sd)
+    assert unmapped == []
+    expected = {k: v for k, v in to_vendored(sd).items() if 'rope' not in k}
+    assert list(vendored) == list(expected)  # the fork's names, independently derived
+    assert all(vendored[k] is sd_v for k, sd_v in zip(vendored, sd.values()))
+    back, unmapped = convert_eva_clip_state_dict(vendored)
+    assert unmapped == [] and list(back) == list(sd)
+    assert all(back[k] is sd[k] for k in sd)
+
+
+def test_reverse_round_trip_gives_equal_outputs(eva, tmp_path):
+    from densevlm_mm.models.backbones.eva_converter import \
+        convert_open_clip_to_eva_clip_state_dict
+    vendored, _ = convert_open_clip_to_eva_clip_state_dict(eva.state_dict())
+    torch.save({'state_dict': vendored}, tmp_path / 'fork.pt')
+    torch.manual_seed(123)  # another random init, overwritten by the file
+    model, tokenizer = create_clip('densevlm-tiny-eva02', pretrained=str(tmp_path / 'fork.pt'))
+    model.eval()
+    x = torch.randn(2, 3, 64, 96)
+    text = tokenizer(['a photo of a cat', 'snow'])
+    with torch.no_grad():
+        square = x[..., :64]  # open_clip's own forward takes its configured 64x64 only
+        assert torch.equal(model.encode_image(square), eva.encode_image(square))
+        assert torch.equal(model.encode_text(text), eva.encode_text(text))
+        dense = [DenseVLMBackbone.from_open_clip(m, freeze_unused=False).dense_features(x)
+                 for m in (model, eva)]
+    assert torch.equal(dense[0], dense[1])
+
+
+def test_reverse_reports_what_the_fork_cannot_hold(eva):
+    from densevlm_mm.models.backbones.eva_converter import \
+        convert_open_clip_to_eva_clip_state_dict
+    sd = dict(eva.state_dict())
+    sd['visual.trunk.blocks.0.attn.k_proj.bias'] = torch.zeros(64)  # fork: k has no bias
+    sd['visual.head.proj.weight'] = torch.zeros(2, 2)  # not a timm EVA trunk key
+    new, unmapped = convert_open_clip_to_eva_clip_state_dict(sd)
+    assert unmapped == ['visual.trunk.blocks.0.attn.k_proj.bias', 'visual.head.proj.weight']
+    assert not any('k_bias' in k or 'head.proj' in k for k in new)
+
+
+def test_reverse_cli_with_a_work_dir_checkpoint(tmp_path, eva, capsys):
+    cli = _reverse_cli()
+    sd = eva.state_dict()
+    torch.save(sd, tmp_path / 'clip.pt')
+    work = {f'backbone.{k}': v + 1 for k, v in sd.items() if k.startswith('visual.')}
+    torch.save({'meta': {}, 'state_dict': work}, tmp_path / 'epoch_6.pth')
+    out = tmp_path / 'fork.safetensors'
+    assert cli.main([str(tmp_path / 'epoch_6.pth'), str(out), '--text-from',
+                     str(tmp_path / 'clip.pt'), '--check-model', 'densevlm-tiny-eva02']) == 0
+    assert 'loads strictly' in capsys.readouterr().out
+    from safetensors.torch import load_file
+    fork = load_file(out)
+    assert torch.equal(fork['visual.blocks.0.attn.q_bias'],
+                       sd['visual.trunk.blocks.0.attn.q_proj.bias'] + 1)  # the aligned tower
+    assert torch.equal(fork['text.token_embedding.weight'], sd['text.token_embedding.weight'])
+    # a vendored file as the text source works too; an image-only output is announced
+    torch.save(to_vendored(sd), tmp_path / 'vendored.pt')
+    assert cli.main([str(tmp_path / 'epoch_6.pth'), str(tmp_path / 'o.pt'), '--text-from',
+                     str(tmp_path / 'vendored.pt')]) == 0
+    assert cli.main([str(tmp_path / 'epoch_6.pth'), str(tmp_path / 'img.pt')]) == 0
+    assert 'only the image tower' in capsys.readouterr().err
+    bad = dict(sd)
+    bad['visual.trunk.blocks.0.attn.k_proj.bias'] = torch.zeros(64)
+    torch.save(bad, tmp_path / 'bad.pt')
+    assert cli.main([str(tmp_path / 'bad.pt'), str(tmp_path / 'bad_out.pt')]) == 1
+    assert 'unmapped: visual.trunk.blocks.0.attn.k_proj.bias' in capsys.readouterr().err

@@ -10,7 +10,7 @@ import mmpretrain
 import pytest
 import torch
 
-from densevlm_mm.utils.tiny_demo import prepare_tiny_demo
+from densevlm_mm.apis.tiny_demo import prepare_tiny_demo
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'densevlm', 'densevlm_tiny_demo.py')
@@ -81,30 +81,3 @@ def test_mmpretrain_training_entry_with_custom_imports(cwd):
         "custom_imports.imports=['densevlm_mm']", *FAST, tool=tool)
     assert ckpt(osp.join(wd, 'epoch_1.pth'))['meta']['iter'] == 2
 
-
-def test_demo_tool_writes_figures_and_rejects_bad_input(cwd, tmp_path):
-    from PIL import Image
-
-    from densevlm_mm.models import DenseVLMBackbone
-    root = cwd / 'work_dirs' / 'tiny_demo'
-    student = str(root / 'checkpoints' / 'student.pt')
-    image = str(root / 'data' / 'images' / '000000.jpg')
-    backbone = DenseVLMBackbone('densevlm-tiny-eva02', pretrained=student)
-    aligned = str(tmp_path / 'aligned.pth')
-    torch.save({'state_dict': {f'backbone.{k}': v for k, v in backbone.state_dict().items()}},
-               aligned)
-    demo = osp.join(REPO, 'tools', 'demo.py')
-    out = run(cwd, image, '--model', 'densevlm-tiny-eva02', '--checkpoint', student,
-              '--aligned', aligned, '--things', 'person,car', '--stuff', 'sky',
-              '--size', '128', '--grid', '2x3', '--out-dir', str(tmp_path / 'out'), tool=demo)
-    for name in ('heatmaps.png', 'grid.png'):
-        with Image.open(tmp_path / 'out' / name) as im:
-            assert im.size[0] > 100 and im.size[1] > 100
-    bad = tmp_path / 'bad.jpg'
-    bad.write_bytes(b'not an image')
-    env = dict(os.environ, PYTHONPATH=REPO)
-    for img, needle in ((str(bad), 'cannot decode'), (str(tmp_path / 'none.jpg'), 'not found')):
-        res = subprocess.run([sys.executable, demo, img, '--model', 'densevlm-tiny-eva02',
-                              '--checkpoint', student, '--things', 'a'], cwd=cwd, env=env,
-                             capture_output=True, text=True, timeout=300)
-        assert res.returncode != 0 and needle in res.stderr, res.stderr[-2000:]

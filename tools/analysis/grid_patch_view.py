@@ -38,12 +38,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from PIL import Image
-
+    from densevlm_mm.apis import load_image
     from densevlm_mm.visualization import draw_grid_patch_view, grid_boxes
     data = np.load(args.input, allow_pickle=False)
     if args.image:
-        image = np.asarray(Image.open(args.image).convert('RGB'))
+        image = load_image(args.image)  # EXIF orientation, 16-bit and grayscale handled
     elif 'image' in data:
         image = data['image'].astype(np.uint8)
     else:

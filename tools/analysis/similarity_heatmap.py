@@ -36,14 +36,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import torch
-    from PIL import Image
 
+    from densevlm_mm.apis import load_image
     from densevlm_mm.visualization import draw_similarity_heatmaps
     data = np.load(args.input, allow_pickle=False)
     if 'dense' not in data:
         sys.exit(f'{args.input}: no "dense" array (has {sorted(data.files)})')
     if args.image:
-        image = np.asarray(Image.open(args.image).convert('RGB'))
+        image = load_image(args.image)  # EXIF orientation, 16-bit and grayscale handled
     elif 'image' in data:
         image = data['image'].astype(np.uint8)
     else:

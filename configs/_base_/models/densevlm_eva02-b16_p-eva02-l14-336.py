@@ -22,13 +22,13 @@ model = dict(
         ),
         text_embeddings=f'{ckpt_dir}/text/densevlm_316_EVA02-L-14-336.pt',
         vocabulary=vocabulary,
-        tau=0.01,
+        tau=0.01,  # the one place: the losses score the student with the retrieval's tau
+        normalize_text=True,  # and its text normalisation
         precision='fp16',
     ),
     head=dict(
         type='DenseVLMHead',
-        loss=dict(type='DecoupledAlignLoss', mode='densevlm', tau=0.01, theta=0.3,
-                  reduction='reference', normalize_text=True),
+        loss=dict(type='DecoupledAlignLoss', mode='densevlm', theta=0.3, reduction='reference'),
         text_embeddings=f'{ckpt_dir}/text/densevlm_316_EVA02-B-16.pt',
         vocabulary=vocabulary,
     ),

@@ -2,10 +2,12 @@ from .crops import CropGridRegions
 from .formatting import PackDenseVLMInputs
 from .loading import LoadImageSafe, get_skipped_images, reset_skipped_images
 from .panoptic import LoadPanopticRegions
+from .region_sampler import GridRegionSampler, reference_grid_pairs
 from .region_sampling import SampleGridRegions
 from .resize_pad import ResizeLongestPad
 
 __all__ = [
     'LoadImageSafe', 'LoadPanopticRegions', 'ResizeLongestPad', 'SampleGridRegions',
-    'PackDenseVLMInputs', 'CropGridRegions', 'get_skipped_images', 'reset_skipped_images'
+    'PackDenseVLMInputs', 'CropGridRegions', 'get_skipped_images', 'reset_skipped_images',
+    'GridRegionSampler', 'reference_grid_pairs'
 ]

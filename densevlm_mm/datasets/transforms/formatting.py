@@ -9,8 +9,9 @@ from mmpretrain.structures import DataSample
 from densevlm_mm.registry import TRANSFORMS
 
 DEFAULT_FIELDS = ('grid_boxes', 'region_boxes', 'region_labels', 'region_is_thing',
-                  'region_masks', 'region_crops')
-DEFAULT_META = ('img_path', 'ori_shape', 'img_shape', 'valid_hw', 'scale_factor', 'sample_idx')
+                  'region_masks', 'region_mask_empty', 'region_crops')
+DEFAULT_META = ('img_path', 'ori_shape', 'img_shape', 'valid_hw', 'scale_factor', 'sample_idx',
+                'region_protocol')
 
 
 @TRANSFORMS.register_module()
@@ -20,7 +21,8 @@ class PackDenseVLMInputs(BaseTransform):
 
     Fields present in the results are copied as tensors: ``grid_boxes`` / ``region_boxes``
     float32 ``[K, 4]``, ``region_labels`` int64 ``[K]``, ``region_is_thing`` bool ``[K]``,
-    ``region_masks`` bool ``[K, H, W]``, ``region_crops`` uint8 ``[K, 3, S, S]``.
+    ``region_masks`` bool ``[K, H, W]``, ``region_mask_empty`` bool ``[K]`` (a mask with no
+    pixel left after resizing; the metric counts these), ``region_crops`` uint8 ``[K, 3, S, S]``.
     """
 
     def __init__(self, fields: Sequence[str] = DEFAULT_FIELDS,
@@ -39,7 +41,7 @@ class PackDenseVLMInputs(BaseTransform):
                     value = value.float().reshape(-1, 4)
                 elif key == 'region_labels':
                     value = value.long()
-                elif key in ('region_is_thing', 'region_masks'):
+                elif key in ('region_is_thing', 'region_masks', 'region_mask_empty'):
                     value = value.bool()
                 elif key == 'region_crops':  # [K, S, S, 3] uint8 -> [K, 3, S, S]
                     value = value.reshape(-1, *value.shape[-3:]).permute(0, 3, 1, 2).contiguous()

@@ -1,7 +1,7 @@
 """Image loading that skips unreadable images and counts them across dataloader workers.
 
-:class:`LoadImageSafe` is the first step of every training pipeline. It decodes with PIL (no EXIF
-rotation, like the reference), returns ``None`` for an image that cannot be decoded or has a side
+:class:`LoadImageSafe` is the first step of every training pipeline. It decodes with PIL (EXIF
+orientation applied, 16-bit grayscale scaled to 8 bits), returns ``None`` for an image that cannot be decoded or has a side
 shorter than ``min_size`` (spec §2), and records the skip in a process-wide counter.
 
 The counter lives in shared memory created in the main process, so skips that happen inside
@@ -21,7 +21,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmengine.fileio import get as read_bytes
 from mmengine.logging import print_log
-from PIL import Image
+from PIL import Image, ImageOps
 
 from densevlm_mm.registry import TRANSFORMS
 
@@ -148,23 +148,57 @@ def record_skipped_image(path: str, reason: str) -> int:
     return total
 
 
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """A PIL image of any mode as 8-bit RGB.
+
+    PIL's ``convert('RGB')`` clips 16- and 32-bit grayscale (``I;16``, ``I``) and float (``F``)
+    images to 255 (a 16-bit PNG becomes white); those are scaled to 8 bits instead: 16-bit by
+    ``/257`` (65535 → 255), 32-bit integers by their bit depth (16-bit PNGs open as ``I`` in some
+    PIL versions: values up to 65535 are read as 16-bit), floats in [0, 1] by 255.
+    """
+    if img.mode == 'RGB':
+        return img
+    if img.mode.startswith('I') or img.mode == 'F':
+        arr = np.asarray(img)
+        if img.mode == 'F':
+            arr = arr.astype(np.float64)
+            scale = 255.0 if np.nanmax(arr, initial=0) <= 1.0 else 1.0
+            arr = np.nan_to_num(arr) * scale
+        else:
+            arr = arr.astype(np.float64)
+            peak = np.max(arr, initial=0)
+            arr = arr / 257.0 if img.mode.startswith('I;16') or peak <= 65535 else \
+                arr / 16843009.0  # 2**32-1 -> 255
+        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=2), 'RGB')
+    return img.convert('RGB')
+
+
 def decode_image(data: bytes,
-                 draft_size: Optional[int] = None) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """Decode image bytes with PIL into an RGB uint8 ``[H, W, 3]`` array (EXIF ignored).
+                 draft_size: Optional[int] = None,
+                 exif_orientation: bool = False) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """Decode image bytes with PIL into an RGB uint8 ``[H, W, 3]`` array.
 
     With ``draft_size``, a JPEG is decoded by libjpeg at a reduced scale (1/2, 1/4 or 1/8) that
-    keeps its longer side >= ``draft_size`` (see :class:`LoadImageSafe`).
+    keeps its longer side >= ``draft_size`` (see :class:`LoadImageSafe`). With
+    ``exif_orientation``, the EXIF orientation tag is applied (``PIL.ImageOps.exif_transpose``), so
+    a photo is upright as a viewer shows it. 16-bit / float grayscale is scaled to 8 bits
+    (:func:`to_rgb8`).
 
     Returns:
-        The array and the ``(h, w)`` of the file.
+        The array and the ``(h, w)`` of the (possibly transposed) image at full resolution.
     """
     with Image.open(io.BytesIO(data)) as img:
         w, h = img.size
         if draft_size and img.format == 'JPEG' and max(w, h) > draft_size:
             scale = draft_size / max(w, h)
             img.draft('RGB', (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
-        if img.mode != 'RGB':
-            img = img.convert('RGB')
+        if exif_orientation:
+            orientation = img.getexif().get(0x0112, 1)
+            if orientation in (5, 6, 7, 8):  # transposed: width and height swap
+                w, h = h, w
+            img = ImageOps.exif_transpose(img)
+        img = to_rgb8(img)
         return np.array(img), (h, w)  # np.asarray would give a read-only view of PIL's bytes
 
 
@@ -182,7 +216,11 @@ class LoadImageSafe(BaseTransform):
     Removed keys: ``img_bytes``.
 
     Args:
-        min_size: images with a side shorter than this are skipped (reference: 10 px).
+        min_size: images with a side shorter than this are skipped (reference: 10 px). Images too
+            thin for the model after resizing are skipped by ``ResizeLongestPad(min_valid_side)``.
+        exif_orientation: apply the EXIF orientation tag (default: photos are used upright, as
+            shown by viewers; the reference ignored the tag). Off for evaluation images, whose
+            annotations are in the stored pixel orientation.
         draft_size: off by default (the reference decodes at full size). With e.g. 512 (for
             ``ResizeLongestPad(512)``), JPEGs whose longer side exceeds it are decoded by libjpeg
             at 1/2, 1/4 or 1/8 scale, keeping the longer side >= ``draft_size``; the resize that
@@ -192,8 +230,9 @@ class LoadImageSafe(BaseTransform):
     """
 
     def __init__(self, min_size: int = 10, draft_size: Optional[int] = None,
-                 backend_args: Optional[dict] = None) -> None:
+                 exif_orientation: bool = True, backend_args: Optional[dict] = None) -> None:
         self.min_size = int(min_size)
+        self.exif_orientation = bool(exif_orientation)
         self.draft_size = int(draft_size) if draft_size else None
         self.backend_args = backend_args
         # Keep a reference so that spawned workers count into the main process's record.
@@ -205,7 +244,7 @@ class LoadImageSafe(BaseTransform):
             data = results.pop('img_bytes', None)
             if data is None:
                 data = read_bytes(path, backend_args=self.backend_args)
-            img, (h, w) = decode_image(data, self.draft_size)
+            img, (h, w) = decode_image(data, self.draft_size, self.exif_orientation)
         except Exception as exc:  # noqa: BLE001 - any decoder error means "unreadable"
             self._skip(path, f'cannot decode ({type(exc).__name__}: {exc})')
             return None
@@ -219,11 +258,17 @@ class LoadImageSafe(BaseTransform):
         return results
 
     def _skip(self, path: str, reason: str) -> None:
-        global _RECORD, _RECORD_PID
-        if _RECORD is None or _RECORD_PID != os.getpid():  # a worker: count into our record
-            _RECORD, _RECORD_PID = self._record, os.getpid()
-        record_skipped_image(path, reason)
+        skip_with(self._record, path, reason)
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(min_size={self.min_size}, draft_size={self.draft_size}, '
-                f'backend_args={self.backend_args})')
+                f'exif_orientation={self.exif_orientation}, backend_args={self.backend_args})')
+
+
+def skip_with(record: '_SkipRecord', path: str, reason: str) -> None:
+    """Count a skipped image into ``record`` (a transform's reference to the main process's
+    record: spawned workers count into it) and warn."""
+    global _RECORD, _RECORD_PID
+    if _RECORD is None or _RECORD_PID != os.getpid():  # a worker: count into the shared record
+        _RECORD, _RECORD_PID = record, os.getpid()
+    record_skipped_image(path, reason)

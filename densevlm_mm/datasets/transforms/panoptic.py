@@ -14,6 +14,8 @@ from PIL import Image
 
 from densevlm_mm.registry import TRANSFORMS
 
+from .loading import to_rgb8
+
 
 def rgb2id(rgb: np.ndarray) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB → ``[H, W]`` int64 segment ids (``R + 256·G + 256²·B``)."""
@@ -40,7 +42,9 @@ def _read_bytes(path: str, what: str, backend_args: Optional[dict]) -> bytes:
 
 
 def load_rgb(path: str, what: str = 'image', backend_args: Optional[dict] = None) -> np.ndarray:
-    """Read and decode an image file as uint8 RGB ``[H, W, 3]`` (PIL, like the reference).
+    """Read and decode an image file as uint8 RGB ``[H, W, 3]`` (PIL, like the reference; EXIF
+    orientation not applied: annotations are in the stored pixel orientation; 16-bit grayscale
+    scaled to 8 bits).
 
     Raises:
         FileNotFoundError: the file does not exist (message names it).
@@ -49,7 +53,7 @@ def load_rgb(path: str, what: str = 'image', backend_args: Optional[dict] = None
     content = _read_bytes(path, what, backend_args)
     try:
         with Image.open(io.BytesIO(content)) as im:
-            return np.asarray(im.convert('RGB'), dtype=np.uint8).copy()
+            return np.asarray(to_rgb8(im), dtype=np.uint8).copy()
     except Exception as exc:  # PIL raises several exception types for corrupt data
         raise ValueError(f'cannot decode {what} {path!r}: {exc}') from exc
 
@@ -80,7 +84,8 @@ class LoadPanopticRegions(BaseTransform):
     Args:
         max_regions: cap on the segments considered per image (reference: 100).
         min_size / max_size: box-area bounds, as side lengths (8 and 1024).
-        reference_stuff_box: inclusive stuff-box max (reference behaviour, spec §10 item 18).
+        reference_stuff_box: inclusive stuff-box max (reference behaviour, spec §10 item 18); also
+            on for samples of ``region_protocol='reference'`` (set by the panoptic datasets).
         skip_crowd: drop ``iscrowd=1`` segments.
         with_masks: also produce ``region_masks``.
         category_ids: sorted category ids of the dataset, used when a segment has no ``label`` key.
@@ -148,6 +153,7 @@ class LoadPanopticRegions(BaseTransform):
             raise ValueError(f'panoptic PNG {seg_path!r} is {ids.shape[1]}x{ids.shape[0]} but image '
                              f'{img_path!r} is {w}x{h}')
 
+        reference_box = self.reference_stuff_box or results.get('region_protocol') == 'reference'
         boxes: List[List[float]] = []
         labels: List[int] = []
         things: List[bool] = []
@@ -168,7 +174,7 @@ class LoadPanopticRegions(BaseTransform):
                 box = [x, y, x + bw, y + bh]
             else:
                 ys, xs = np.flatnonzero(rows), np.flatnonzero(cols)
-                end = 0 if self.reference_stuff_box else 1
+                end = 0 if reference_box else 1
                 box = [float(xs[0]), float(ys[0]), float(xs[-1] + end), float(ys[-1] + end)]
             area = (box[2] - box[0]) * (box[3] - box[1])
             if area < self.min_area or area > self.max_area:

@@ -5,6 +5,7 @@ from mmengine.hooks import Hook
 
 from densevlm_mm.datasets.transforms.loading import get_skipped_images
 from densevlm_mm.registry import HOOKS
+from densevlm_mm.utils.checks import check_number
 
 INFO_KEY = 'skipped_images'
 
@@ -35,8 +36,10 @@ class SkippedImagesHook(Hook):
 
     def __init__(self, interval: int = 50, max_paths: int = 5,
                  set_dataset_epoch: bool = True) -> None:
-        self.interval = int(interval)
-        self.max_paths = int(max_paths)
+        self.interval = check_number(interval, 'interval', 'SkippedImagesHook', low=1, integer=True,
+                                     example=50)
+        self.max_paths = check_number(max_paths, 'max_paths', 'SkippedImagesHook', low=0,
+                                      integer=True, example=5)
         self.set_dataset_epoch = set_dataset_epoch
         self._offset = 0  # skips counted before a resume
         self._start = 0  # this process's count when training began

@@ -14,6 +14,7 @@ from torch import nn
 
 from densevlm_mm.registry import HOOKS
 from densevlm_mm.utils.checkpoint import load_checkpoint_file
+from densevlm_mm.utils.checks import check_number
 
 CKPT_KEY = 'weight_ensemble'
 
@@ -56,9 +57,7 @@ class WeightEnsembleHook(Hook):
                  original: Optional[str] = None,
                  module: Optional[str] = 'backbone',
                  backup_device: str = 'cpu') -> None:
-        if alpha < 0:
-            raise ValueError(f'WeightEnsembleHook: alpha must be >= 0, got {alpha}')
-        self.alpha = float(alpha)
+        self.alpha = check_number(alpha, 'alpha', 'WeightEnsembleHook', low=0, example=0.9)
         self.enabled = self.alpha < 1
         self.original_path = original
         self.module = module or ''

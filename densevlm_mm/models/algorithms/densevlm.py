@@ -1,8 +1,10 @@
 """DenseVLM: retrieval-based, thing/stuff-decoupled region-language alignment (paper Fig. 3)."""
+from collections import Counter
 from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
+from mmengine.dist import master_only
 from mmengine.logging import print_log
 from mmpretrain.models.selfsup.base import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
@@ -10,6 +12,7 @@ from torch import Tensor, nn
 
 from densevlm_mm.registry import MODELS
 from densevlm_mm.text_embeddings import load_text_embeddings
+from densevlm_mm.utils.checks import check_number
 
 from ..heads import DenseVLMHead
 
@@ -26,11 +29,11 @@ class DenseVLM(BaseSelfSupervisor):
         eval_text_embeddings: class embeddings of the evaluation dataset (made with the student's
             text tower) used by :meth:`predict`; the evaluation hook checks their names against
             the dataset's classes.
-        eval_topk: number of ranked classes stored per region by :meth:`predict`.
-        freeze_unused: freeze student parameters that the dense path never uses (the query/key
-            projections of the last transformer block or of ModifiedResNet's attention pool). They
-            get no gradient in the reference either (so AdamW never updates them); freezing them
-            keeps DDP's gradient buckets complete without ``find_unused_parameters``.
+        eval_topk: number of ranked classes stored per region by :meth:`predict` (>= 1).
+
+    Parameters the dense path never reaches (q/k of the value-only last block) are frozen by the
+    backbone itself (``DenseVLMBackbone(freeze_unused=True)``, names in
+    ``backbone.frozen_unused``), so the algorithm's constructor only builds its parts.
     """
 
     def __init__(self, backbone: Union[dict, nn.Module],
@@ -38,31 +41,43 @@ class DenseVLM(BaseSelfSupervisor):
                  head: Optional[Union[dict, nn.Module]] = None,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  eval_text_embeddings: Optional[str] = None, eval_topk: int = 5,
-                 freeze_unused: bool = True, init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type='DenseVLMDataPreprocessor')
+        eval_topk = check_number(eval_topk, 'eval_topk', type(self).__name__, low=1,
+                                 integer=True, example=5)
         super().__init__(backbone=backbone, head=head, target_generator=target_generator,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        text_head = self.with_head and isinstance(self.head, DenseVLMHead)
-        if text_head and self.head.embed_dim != self.backbone.embed_dim:
+        self.eval_topk = eval_topk
+        head_dim = getattr(self.head, 'embed_dim', None) if self.with_head else None
+        if head_dim is not None and head_dim != self.backbone.embed_dim:
+            source = getattr(self.head, 'text_embeddings_file', None) or getattr(
+                self.head, 'noun_embeddings_file', 'the class embeddings')
             raise ValueError(
-                f'the student text embeddings ({self.head.text_embeddings_file}) are '
-                f'{self.head.embed_dim}-d but the student backbone embeds into '
-                f'{self.backbone.embed_dim}-d; generate them with the student model.')
-        if text_head and self.with_target_generator and \
+                f'the student text embeddings ({source}) are {head_dim}-d but the student '
+                f'backbone embeds into {self.backbone.embed_dim}-d; generate them with the '
+                'student model.')
+        text_model = getattr(self.head, 'text_model_name', None) if self.with_head else None
+        student_model = getattr(self.backbone, 'model_name', None)
+        if text_model not in (None, 'unknown', 'unknown (.npy)') and student_model is not None \
+                and text_model != student_model:
+            raise ValueError(
+                f'{self.head.text_embeddings_file!r} was made with the text tower of '
+                f'{text_model!r}, but the student is {student_model!r}: embeddings of another text '
+                f'tower are not comparable even with the same dimension. Generate the file with '
+                f'`python tools/text_embeddings.py {student_model} CHECKPOINT VOCABULARY OUT.pt`.')
+        if self.with_head and isinstance(self.head, DenseVLMHead) and \
+                self.with_target_generator and \
                 self.head.class_names != getattr(self.target_generator, 'class_names', None):
             raise ValueError('the student and P-VLM text embedding files list different classes '
                              '(names or order); generate both from one vocabulary.')
-        self.eval_topk = eval_topk
         self.eval_class_names: Optional[List[str]] = None
         if eval_text_embeddings is not None:
-            te = load_text_embeddings(eval_text_embeddings, embed_dim=self.backbone.embed_dim)
+            te = load_text_embeddings(eval_text_embeddings, embed_dim=self.backbone.embed_dim,
+                                      expected_model=getattr(self.backbone, 'model_name', None))
             self.eval_class_names = list(te.class_names)
             self.register_buffer('eval_text', F.normalize(te.embeddings.float(), dim=-1),
                                  persistent=False)
-        self.frozen_unused: List[str] = []
-        if freeze_unused and self.with_head:  # only matters for training
-            self.frozen_unused = self._freeze_unused_student_parameters()
         if self.with_target_generator:
             # The frozen P-VLM is not part of DDP: no broadcast, no gradient buckets.
             self._ddp_params_and_buffers_to_ignore = [
@@ -70,31 +85,18 @@ class DenseVLM(BaseSelfSupervisor):
                 list(self.target_generator.named_parameters())
                 + list(self.target_generator.named_buffers())]
 
-    def _freeze_unused_student_parameters(self) -> List[str]:
-        """Probe the dense path once and freeze trainable parameters it leaves without grad."""
-        trainable = {n: p for n, p in self.backbone.named_parameters() if p.requires_grad}
-        if not trainable:
-            return []
-        was_training = self.backbone.training
-        self.backbone.eval()  # no BatchNorm statistics update
-        size = 4 * self.backbone.stride
-        param = next(iter(trainable.values()))
-        probe = torch.zeros(1, 3, size, size, device=param.device, dtype=param.dtype)
-        saved = {n: p.grad for n, p in trainable.items()}
-        for p in trainable.values():
-            p.grad = None
-        with torch.enable_grad():
-            self.backbone.dense_features(probe).float().sum().backward()
-        unused = [n for n, p in trainable.items() if p.grad is None]
-        for n, p in trainable.items():
-            p.grad = saved[n]
-            if n in unused:
-                p.requires_grad_(False)
-        self.backbone.train(was_training)
-        if unused:
-            print_log(f'DenseVLM: froze {len(unused)} student parameters the dense path never '
-                      f'uses: {unused}', logger='current')
-        return unused
+    @master_only
+    def _dump_init_info(self) -> None:
+        """One summary line instead of mmengine's per-tensor "The value is the same before and
+        after calling `init_weights`" records (the weights come from checkpoints, at
+        construction)."""
+        kinds = Counter()
+        for _, param in self.named_parameters():
+            info = self._params_init_info[param]['init_info']
+            kinds['unchanged (loaded at construction)' if info.startswith('The value is the same')
+                  else info.strip()] += 1
+        print_log('init_weights: ' + '; '.join(f'{v} parameter tensors {k}'
+                                               for k, v in kinds.items()), logger='current')
 
     def forward(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
                 mode: str = 'tensor'):
@@ -109,7 +111,7 @@ class DenseVLM(BaseSelfSupervisor):
         boxes = [sample.grid_boxes for sample in data_samples]
         dense = self.backbone.dense_features(inputs)  # student dense map [B, Ds, h, w]
         student = self.backbone.roi_features(dense, boxes)  # region features [K, Ds]
-        targets = self.target_generator(inputs, boxes)  # P-VLM retrieval (frozen)
+        targets = self.target_generator(inputs, boxes)  # the step's one P-VLM retrieval
         return self.head.loss(student, targets)  # decoupled alignment
 
     @torch.no_grad()

@@ -4,17 +4,18 @@ Dense map: ``forward_features`` (stride 32) -> the head's LayerNorm2d per locati
 dropout) -> the CLIP projection Linear per location. This path is reachable for region and mask
 pooling here (it is dead code in the reference, spec §10.16).
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from .dense_vlm_backbone import DenseAdapter, resolve_indices
+from .base import DenseAdapter
 
 
 class ConvNeXtAdapter(DenseAdapter):
     """open_clip ``TimmModel`` with a timm ``ConvNeXt`` trunk and a ``drop + proj`` / mlp head."""
     family = 'convnext'
     group_unit = 'groups [stem, stage1..stage4]'
+    index_unit = 'stages'
 
     def __init__(self, visual: nn.Module) -> None:
         trunk = visual.trunk
@@ -33,15 +34,22 @@ class ConvNeXtAdapter(DenseAdapter):
     def num_features(self, visual: nn.Module) -> int:
         return visual.trunk.num_features
 
+    def num_levels(self, visual: nn.Module) -> int:
+        return len(visual.trunk.stages)
+
+    def first_block(self, visual: nn.Module) -> nn.Module:
+        return visual.trunk.stages[0]
+
     def groups(self, visual: nn.Module) -> List[nn.Module]:
         return [visual.trunk.stem, *visual.trunk.stages]
 
     def set_grad_checkpointing(self, visual: nn.Module, enable: bool) -> None:
         visual.trunk.set_grad_checkpointing(enable)  # timm checkpoints inside each stage
 
-    def dense(self, visual: nn.Module, x: Tensor, ckpt: bool) -> Tensor:
+    def _dense_head(self, visual: nn.Module, x: Tensor) -> Tensor:
+        """Last-stage map -> ``norm_pre`` -> head LayerNorm2d -> projection, per location."""
         trunk = visual.trunk
-        x = trunk.head.norm(trunk.forward_features(x))  # LayerNorm2d per location
+        x = trunk.head.norm(trunk.norm_pre(x))  # LayerNorm2d per location
         x = x.permute(0, 2, 3, 1)  # NHWC
         x = visual.head(trunk.head.drop(trunk.head.pre_logits(x)))
         return x.permute(0, 3, 1, 2)
@@ -49,13 +57,22 @@ class ConvNeXtAdapter(DenseAdapter):
     def encode_image(self, visual: nn.Module, x: Tensor, ckpt: bool) -> Tensor:
         return visual(x)
 
-    def features(self, visual: nn.Module, x: Tensor, indices: Sequence[int],
-                 ckpt: bool) -> List[Tensor]:
+    def run(self, visual: nn.Module, x: Tensor, indices: Sequence[int], with_dense: bool,
+            ckpt: bool) -> Tuple[List[Tensor], Optional[Tensor]]:
+        """Stem, stages (indices 0..3, the ``forward_features`` path) and the dense map, one pass.
+
+        timm's per-stage ``grad_checkpointing`` flags (set by :meth:`set_grad_checkpointing`) apply
+        inside each stage.
+        """
         trunk = visual.trunk
-        take = resolve_indices(indices, len(trunk.stages), 'stages')
+        n = len(trunk.stages)
+        stop = n if with_dense else (max(indices) + 1 if indices else 0)
+        if stop == 0:
+            return [], None
         x = trunk.stem(x)
         outs = []
-        for stage in trunk.stages[:max(take) + 1]:
+        for stage in trunk.stages[:stop]:
             x = stage(x)
             outs.append(x)
-        return [outs[i] for i in take]
+        dense = self._dense_head(visual, outs[-1]) if with_dense else None
+        return [outs[i] for i in indices], dense

@@ -4,119 +4,41 @@
 and adds the DenseVLM dense paths through a per-family adapter (``vit``, ``eva02``, ``resnet``,
 ``convnext``). Its state dict is the tower's under ``visual.`` (the open_clip CLIP layout).
 """
-from typing import Callable, List, Optional, Sequence, Tuple
+import logging
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import initialize
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from densevlm_mm.registry import MODELS
 
-
-def resample_pos_embed(pos: Tensor, old_grid: Sequence[int], new_grid: Sequence[int],
-                       num_prefix: int = 1) -> Tensor:
-    """Resize a learned position table on the fly (spec §1.1, §9.2).
-
-    Plain ``F.interpolate(mode='bicubic', align_corners=False)`` without antialias (timm's
-    ``resample_abs_pos_embed`` antialiases and differs from the reference); prefix (CLS) rows kept.
-
-    Args:
-        pos: ``[num_prefix + Gh*Gw, C]`` (or with a leading 1).
-        old_grid: ``(Gh, Gw)`` of the table.
-        new_grid: target ``(h, w)``.
-
-    Returns:
-        ``[num_prefix + h*w, C]`` (leading 1 kept if given).
-    """
-    squeeze = pos.dim() == 3
-    table = pos[0] if squeeze else pos
-    gh, gw = int(old_grid[0]), int(old_grid[1])
-    h, w = int(new_grid[0]), int(new_grid[1])
-    if table.shape[0] != num_prefix + gh * gw:
-        raise ValueError(f'position table of {table.shape[0]} rows does not match grid '
-                         f'{gh}x{gw} + {num_prefix} prefix tokens')
-    if (gh, gw) != (h, w):
-        prefix, grid = table[:num_prefix], table[num_prefix:]
-        grid = grid.reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid.float(), size=(h, w), mode='bicubic', align_corners=False)
-        grid = grid.permute(0, 2, 3, 1).reshape(h * w, -1).to(table.dtype)
-        table = torch.cat([prefix, grid], dim=0)
-    return table[None] if squeeze else table
-
-
-def maybe_checkpoint(fn: Callable, *args, enabled: bool = False, **kwargs):
-    """``fn(*args, **kwargs)``, through ``torch.utils.checkpoint`` when ``enabled``."""
-    if enabled:
-        return checkpoint(fn, *args, use_reentrant=False, **kwargs)
-    return fn(*args, **kwargs)
-
-
-def resolve_indices(indices: Sequence[int], n: int, what: str) -> List[int]:
-    out = []
-    for i in indices:
-        j = i + n if i < 0 else i
-        if not 0 <= j < n:
-            raise ValueError(f'out_indices entry {i} is out of range for {n} {what}')
-        out.append(j)
-    return out
-
-
-class DenseAdapter:
-    """Family-specific dense paths. Stateless w.r.t. modules: every method takes ``visual``.
-
-    Subclasses set ``family``, ``stride``, ``embed_dim``, ``width`` and implement the methods.
-    """
-    family: str = ''
-    stride: int = 0
-    embed_dim: int = 0
-    #: name of the trainable-group unit in messages ('blocks' / 'stages')
-    group_unit: str = 'blocks'
-
-    def dense(self, visual: nn.Module, x: Tensor, ckpt: bool) -> Tensor:
-        """``[B,3,H,W]`` -> ``[B,D,h,w]`` joint-space map (not normalised)."""
-        raise NotImplementedError
-
-    def encode_image(self, visual: nn.Module, x: Tensor, ckpt: bool) -> Tensor:
-        """``[B,3,H,W]`` -> ``[B,D]`` stock global embedding."""
-        raise NotImplementedError
-
-    def features(self, visual: nn.Module, x: Tensor, indices: Sequence[int],
-                 ckpt: bool) -> List[Tensor]:
-        """Maps ``[B,C_i,h_i,w_i]`` for the resolved ``indices``."""
-        raise NotImplementedError
-
-    def num_features(self, visual: nn.Module) -> int:
-        raise NotImplementedError
-
-    def groups(self, visual: nn.Module) -> List[nn.Module]:
-        """Unlockable groups, first to last (blocks for ViTs, stem + stages for CNNs)."""
-        raise NotImplementedError
-
-    def set_grad_checkpointing(self, visual: nn.Module, enable: bool) -> None:
-        pass
+from .base import DenseAdapter, resample_pos_embed, resolve_indices  # noqa: F401 (re-export)
+from .convnext import ConvNeXtAdapter
+from .eva02 import EVA02Adapter
+from .factory import build_clip_model, check_local_checkpoint
+from .modified_resnet import ModifiedResNetAdapter
+from .vit import ViTAdapter
+from .weights import load_image_tower
 
 
 def _build_adapter(visual: nn.Module) -> DenseAdapter:
     from open_clip.modified_resnet import ModifiedResNet
     from open_clip.timm_model import TimmModel
     from open_clip.transformer import VisionTransformer
+    from timm.models.convnext import ConvNeXt
+    from timm.models.eva import Eva
     if isinstance(visual, VisionTransformer):
-        from .vit import ViTAdapter
         return ViTAdapter(visual)
     if isinstance(visual, ModifiedResNet):
-        from .modified_resnet import ModifiedResNetAdapter
         return ModifiedResNetAdapter(visual)
     if isinstance(visual, TimmModel):
-        from timm.models.convnext import ConvNeXt
-        from timm.models.eva import Eva
         if isinstance(visual.trunk, Eva):
-            from .eva02 import EVA02Adapter
             return EVA02Adapter(visual)
         if isinstance(visual.trunk, ConvNeXt):
-            from .convnext import ConvNeXtAdapter
             return ConvNeXtAdapter(visual)
         raise NotImplementedError(f'no dense adapter for timm trunk {type(visual.trunk).__name__}'
                                   ' (supported: EVA02 `Eva`, `ConvNeXt`)')
@@ -131,32 +53,47 @@ class DenseVLMBackbone(BaseModule):
     Args:
         model_name: open_clip config name (bundled tiny names included) or a label with
             ``model_cfg``.
-        pretrained: local checkpoint file (see :func:`create_clip`); ``None``: random init.
+        pretrained: local checkpoint file whose image tower is loaded strictly: an open_clip
+            checkpoint (full CLIP or image tower), an EVA-CLIP release, or a work-dir checkpoint
+            of this project (DenseVLM / CLIPSelf / RegionCLIP: the student ``backbone.visual.*``;
+            everything else is ignored and reported). ``None``: random init.
         model_cfg: open_clip config dict used instead of the name's.
         unlocked_groups: ``None``: the whole tower trains. ``N``: freeze everything, then unlock
             the last ``N`` transformer blocks (ViT/EVA02; patch embed, pos-embed, CLS, final norm
-            and projection stay frozen; ``0`` unlocks nothing) or the last ``N`` of
-            ``[stem, stage1..stage4]`` (ModifiedResNet / ConvNeXt; attention pool / head norm and
-            projection stay frozen, BatchNorms of frozen groups stay in eval mode).
-        out_indices: block (ViT/EVA02, ``[B,width,h,w]``) or stage (ResNet/ConvNeXt) indices
-            returned by :meth:`forward`; the last ViT/EVA02 block is the value-only dense block.
+            and projection stay frozen) or the last ``N`` of ``[stem, stage1..stage4]``
+            (ModifiedResNet / ConvNeXt; attention pool / head norm and projection stay frozen,
+            BatchNorms of frozen groups stay in eval mode). ``0``: everything frozen, and the
+            backbone stays in eval mode under ``.train()``.
+        out_indices: levels returned by :meth:`forward`: blocks (ViT/EVA02, ``[B, width, h, w]``;
+            index ``L-1`` / ``-1`` is the value-only last block of the dense path, spec §8.1) or
+            stages (ResNet/ConvNeXt, ``[B, C_i, H/4..H/32]``).
+        with_dense: :meth:`forward` also returns, last, the joint-space dense map ``[B, D, h, w]``
+            (not normalised) from the same pass, equal to :meth:`dense_features`.
+        freeze_unused: after locking, freeze trainable parameters that neither :meth:`forward`
+            (with its ``out_indices`` / ``with_dense``) nor :meth:`dense_features` reach (e.g.
+            q/k of the value-only last EVA02 block, q/k of ModifiedResNet's attention pool), so
+            any model built on the backbone trains under DDP without
+            ``find_unused_parameters``. Their names are in :attr:`frozen_unused`.
         grad_checkpointing: checkpoint transformer blocks / ConvNeXt stages while training
             (not supported for ModifiedResNet: BatchNorm stats would update twice).
-        init_cfg: mmengine init config (e.g. ``Pretrained`` of a saved backbone); without it
-            :meth:`init_weights` keeps the weights from construction.
+        init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=..., prefix=None)``
+            loads any checkpoint ``pretrained`` accepts, strictly, in :meth:`init_weights`.
         visual: an already-built open_clip image tower (used by :meth:`from_open_clip`).
 
     Attributes:
         embed_dim: joint (text) space dim ``D``.
-        stride: input pixels per feature cell (patch size; 32 for ResNet/ConvNeXt).
+        stride: input pixels per feature cell of the dense map (patch size; 32 for
+            ResNet/ConvNeXt).
         family: ``'vit' | 'eva02' | 'resnet' | 'convnext'``.
         model_name: the name given.
+        frozen_unused: names of the parameters frozen by ``freeze_unused``.
 
     Notes:
         Position tables are resized per call (any ``H x W``); no module state changes. Dense paths
         never drop patches (open_clip's patch dropout applies in ViT :meth:`encode_image` only). In
-        the value-only last ViT/EVA02 block, q/k projections get no (EVA02) or zero (ViT fused
-        ``in_proj`` rows) gradients from dense losses.
+        the value-only last ViT/EVA02 block, q/k projections get no (EVA02, frozen by
+        ``freeze_unused``) or zero (ViT: rows of the fused ``in_proj``, which stays trainable)
+        gradients from the dense path.
     """
 
     def __init__(self,
@@ -165,15 +102,18 @@ class DenseVLMBackbone(BaseModule):
                  model_cfg: Optional[dict] = None,
                  unlocked_groups: Optional[int] = None,
                  out_indices: Sequence[int] = (-1, ),
+                 with_dense: bool = False,
+                 freeze_unused: bool = True,
                  grad_checkpointing: bool = False,
-                 init_cfg: Optional[dict] = None,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None,
                  visual: Optional[nn.Module] = None) -> None:
+        if pretrained is not None and init_cfg is not None:
+            raise ValueError('DenseVLMBackbone: give the checkpoint either as pretrained= or as '
+                             "init_cfg=dict(type='Pretrained', checkpoint=...), not both")
         super().__init__(init_cfg=init_cfg)
+        check_local_checkpoint(pretrained, model_name, model_cfg)
         if visual is None:
-            from ..clip_factory import create_clip
-            clip, _ = create_clip(model_name, pretrained=pretrained, model_cfg=model_cfg)
-            visual = clip.visual  # the text tower is dropped here
-            del clip
+            visual = build_clip_model(model_name, model_cfg=model_cfg).visual  # text tower dropped
         self.visual = visual
         self.model_name = model_name
         self._adapter = _build_adapter(visual)
@@ -181,18 +121,61 @@ class DenseVLMBackbone(BaseModule):
         self.stride: int = self._adapter.stride
         self.embed_dim: int = self._adapter.embed_dim
         self.out_indices = tuple(out_indices)
+        self._levels()  # validate now, and again per call (out_indices may be reassigned)
+        self.with_dense = with_dense
         self.grad_checkpointing = grad_checkpointing
         self.unlocked_groups = unlocked_groups
+        self.pretrained = pretrained
         self._frozen_groups: List[nn.Module] = []
+        self.frozen_unused: List[str] = []
+        if pretrained is not None:
+            self.load_pretrained(pretrained)
         self._adapter.set_grad_checkpointing(visual, grad_checkpointing)
         self._apply_lock(unlocked_groups)
+        if freeze_unused:
+            self.frozen_unused = self._freeze_unused()
 
     @classmethod
     def from_open_clip(cls, clip_model: nn.Module, model_name: str = 'open_clip',
                        **kwargs) -> 'DenseVLMBackbone':
-        """Wrap a built open_clip model (or its ``.visual``); shares its modules."""
+        """Wrap a built open_clip model (or its ``.visual``).
+
+        The modules are shared, so locking and ``freeze_unused`` also change the
+        ``requires_grad`` of ``clip_model.visual``'s parameters (deep-copy it to keep it apart).
+        """
         visual = getattr(clip_model, 'visual', clip_model)
         return cls(model_name=model_name, visual=visual, **kwargs)
+
+    # ------------------------------------------------------------------------------- weights
+    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None) -> dict:
+        """Load the image tower of ``checkpoint`` strictly (see ``pretrained``).
+
+        Args:
+            checkpoint: checkpoint file.
+            prefix: key prefix before ``visual.`` (``'backbone.'`` for this project's work
+                dirs); ``None``: found automatically.
+
+        Returns:
+            ``dict(source=..., ignored=[...])``.
+        """
+        return load_image_tower(self.visual, checkpoint, model_name=self.model_name,
+                                prefix=prefix)
+
+    def init_weights(self) -> None:
+        """Weights come from construction (random / ``pretrained``); then ``init_cfg``.
+
+        ``Pretrained`` entries are loaded strictly by :meth:`load_pretrained` (mmengine's own
+        loader is not strict and knows none of the formats above); other entries go to mmengine.
+        """
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        for cfg in cfgs:
+            if not cfg:
+                continue
+            if cfg.get('type') == 'Pretrained':
+                self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'))
+            else:
+                initialize(self, cfg)
+        self._is_init = True
 
     # ------------------------------------------------------------------ trainable-part control
     def _apply_lock(self, unlocked_groups: Optional[int]) -> None:
@@ -209,8 +192,51 @@ class DenseVLMBackbone(BaseModule):
         self._frozen_groups = list(groups[:cut])
         self.train(self.training)
 
+    def _freeze_unused(self) -> List[str]:
+        """Probe once; freeze trainable parameters neither :meth:`forward` nor the dense map reach.
+
+        One pass with the backbone's ``out_indices`` and the dense map on a zero image of
+        ``4 x stride`` pixels (eval mode: no BatchNorm update); a parameter left with ``grad is
+        None`` is unreachable. Rows of a fused ViT ``in_proj`` get a (zero) gradient and stay
+        trainable, as in the reference.
+        """
+        trainable = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        if not trainable:
+            return []
+        was_training = self.training
+        self.train(False)
+        param = next(iter(trainable.values()))
+        size = 4 * self.stride
+        probe = torch.zeros(1, 3, size, size, device=param.device, dtype=param.dtype)
+        saved = {n: p.grad for n, p in trainable.items()}
+        for p in trainable.values():
+            p.grad = None
+        try:
+            with torch.enable_grad():
+                maps, dense = self._adapter.run(self.visual, probe, self._levels(), True, False)
+                total = dense.float().sum() + sum(m.float().sum() for m in maps)
+                total.backward()
+            unused = [n for n, p in trainable.items() if p.grad is None]
+        finally:
+            for n, p in trainable.items():
+                p.grad = saved[n]
+            self.train(was_training)
+        for n in unused:
+            trainable[n].requires_grad_(False)
+        kept = len(trainable) - len(unused)
+        msg = (f'{type(self).__name__}({self.model_name}): {kept} trainable parameter tensors '
+               f'({sum(p.numel() for n, p in trainable.items() if n not in unused):,} values)')
+        if unused:
+            msg += (f'; froze {len(unused)} that forward / dense_features never reach '
+                    f'(first: {unused[:4]})')
+        print_log(msg, logger='current', level=logging.INFO)
+        return unused
+
     def train(self, mode: bool = True) -> 'DenseVLMBackbone':
-        """Set train/eval; BatchNorms of frozen groups always stay in eval mode."""
+        """Set train/eval; a fully frozen backbone (``unlocked_groups=0``) stays in eval mode,
+        and BatchNorms of frozen groups always do."""
+        if self.unlocked_groups == 0:
+            return super().train(False)
         super().train(mode)
         if mode and self.unlocked_groups is not None:
             for group in self._frozen_groups:
@@ -218,12 +244,6 @@ class DenseVLMBackbone(BaseModule):
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
                         m.eval()
         return self
-
-    def init_weights(self) -> None:
-        """Weights come from construction (random / ``pretrained``); apply ``init_cfg`` only."""
-        if self.init_cfg:
-            initialize(self, self.init_cfg)
-        self._is_init = True
 
     # ----------------------------------------------------------------------------- forwards
     def _check(self, images: Tensor) -> Tensor:
@@ -236,6 +256,10 @@ class DenseVLMBackbone(BaseModule):
                              f'stride {self.stride}')
         dtype = next(m.weight.dtype for m in self.visual.modules() if isinstance(m, nn.Conv2d))
         return images if images.dtype == dtype else images.to(dtype)  # patch-embed / stem dtype
+
+    def _levels(self) -> List[int]:
+        return resolve_indices(self.out_indices, self._adapter.num_levels(self.visual),
+                               self._adapter.index_unit)
 
     @property
     def _ckpt(self) -> bool:
@@ -251,7 +275,7 @@ class DenseVLMBackbone(BaseModule):
         Returns:
             ``[B, D, h, w]``.
         """
-        dense = self._adapter.dense(self.visual, self._check(images), self._ckpt)
+        dense = self._adapter.run(self.visual, self._check(images), (), True, self._ckpt)[1]
         return F.normalize(dense, dim=1) if normalize else dense
 
     def encode_image(self, images: Tensor, normalize: bool = False) -> Tensor:
@@ -260,9 +284,19 @@ class DenseVLMBackbone(BaseModule):
         return F.normalize(out, dim=-1) if normalize else out
 
     def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
-        """Feature maps for necks, one per ``out_indices`` entry, ``[B, C_i, h_i, w_i]``."""
-        return tuple(self._adapter.features(self.visual, self._check(images), self.out_indices,
-                                            self._ckpt))
+        """Maps for necks from one pass of the trunk.
+
+        Args:
+            images: ``[B,3,H,W]``.
+
+        Returns:
+            One ``[B, C_i, h_i, w_i]`` map per ``out_indices`` entry, then (``with_dense``) the
+            joint-space dense map ``[B, D, h, w]`` (not normalised; equal to
+            :meth:`dense_features`). Every block / stage runs at most once.
+        """
+        maps, dense = self._adapter.run(self.visual, self._check(images), self._levels(),
+                                        self.with_dense, self._ckpt)
+        return tuple(maps) + ((dense, ) if self.with_dense else ())
 
     @property
     def num_features(self) -> int:
@@ -270,30 +304,46 @@ class DenseVLMBackbone(BaseModule):
         return self._adapter.num_features(self.visual)
 
     # ------------------------------------------------------------------------------ pooling
-    def roi_features(self, dense: Tensor, boxes: Sequence[Tensor]) -> Tensor:
+    def roi_features(self, dense: Tensor, boxes: Sequence[Tensor],
+                     image_size: Optional[Sequence[int]] = None, clip: bool = False) -> Tensor:
         """RoIAlign 1x1 over the per-location L2-normalised map (spec §1.0, §10.11 fix).
 
         Args:
             dense: ``[B, D, h, w]`` from :meth:`dense_features`.
-            boxes: per image ``[K_i, 4]`` xyxy in input pixels (mapped by ``1/stride``).
+            boxes: per image ``[K_i, 4]`` xyxy in input pixels (mapped by ``1/stride``), with
+                ``0 <= x1 < x2 <= W`` and ``0 <= y1 < y2 <= H``.
+            image_size: input ``(H, W)``; ``None``: the largest input giving this grid,
+                ``(h*stride + stride-1, w*stride + stride-1)`` (the conv drops the remainder).
+            clip: clip boxes to the image first (otherwise a box outside raises).
 
         Returns:
             ``[ΣK_i, D]`` pooled (not re-normalised) vectors, image by image, at least fp32.
+
+        Raises:
+            ValueError: wrong count or shape, a non-finite, negative, outside, inverted or
+                zero-area box (naming the image index and the box).
         """
         from torchvision.ops import roi_align
         if len(boxes) != dense.shape[0]:
             raise ValueError(f'boxes has {len(boxes)} entries for a batch of {dense.shape[0]}')
+        if image_size is None:
+            image_size = tuple(n * self.stride + self.stride - 1 for n in dense.shape[-2:])
         dtype = torch.promote_types(dense.dtype, torch.float32)
         rois = []
         for i, b in enumerate(boxes):
-            b = torch.as_tensor(b, device=dense.device, dtype=dtype).reshape(-1, 4)
+            b = torch.as_tensor(b, device=dense.device, dtype=dtype)
+            b = check_boxes(b, image_size, index=i, clip=clip)
             rois.append(torch.cat([b.new_full((b.shape[0], 1), i), b], dim=1))
         rois = torch.cat(rois) if rois else dense.new_zeros((0, 5), dtype=dtype)
         if rois.shape[0] == 0:
             return dense.new_zeros((0, dense.shape[1]), dtype=dtype)
         normed = F.normalize(dense.to(dtype), dim=1)
-        pooled = roi_align(normed, rois, output_size=(1, 1), spatial_scale=1.0 / self.stride,
-                           sampling_ratio=-1, aligned=True)
+        # Boxes are mapped to feature units here, not through ``spatial_scale=1/stride``: in float32
+        # 28 * (1/14) = 2.0000002, and torchvision's adaptive sample count (ceil) then takes one
+        # more row / column whenever a box edge falls on a patch boundary (patch 14).
+        rois = torch.cat([rois[:, :1], rois[:, 1:] / self.stride], dim=1)
+        pooled = roi_align(normed, rois, output_size=(1, 1), spatial_scale=1.0, sampling_ratio=-1,
+                           aligned=True)
         return pooled[:, :, 0, 0]
 
     def mask_features(self, dense: Tensor, masks: Sequence[Tensor],
@@ -359,3 +409,48 @@ def _coverage(n_cells: int, n_pix: int, scale: float, device) -> Tensor:
     lo = torch.maximum(i, y * scale)
     hi = torch.minimum(i + 1, (y + 1) * scale)
     return (hi - lo).clamp_min(0).float()
+
+
+def check_boxes(boxes: Tensor, image_size: Sequence[int], index: int = 0,
+                clip: bool = False) -> Tensor:
+    """Validate (optionally clip) one image's boxes ``[K, 4]`` xyxy in input pixels.
+
+    Args:
+        boxes: ``[K, 4]``.
+        image_size: ``(H, W)``; valid boxes have ``0 <= x1 < x2 <= W``, ``0 <= y1 < y2 <= H``.
+        index: image index, for messages.
+        clip: clip to the image before the checks (a box entirely outside then has zero area).
+
+    Returns:
+        The (clipped) boxes.
+
+    Raises:
+        ValueError: naming the image index, the first bad box and the fix.
+    """
+    if boxes.dim() != 2 or boxes.shape[-1] != 4:
+        if boxes.numel() == 0 and boxes.dim() <= 2:
+            return boxes.reshape(0, 4)
+        raise ValueError(f'boxes[{index}] must be [K, 4] xyxy in input pixels, got shape '
+                         f'{tuple(boxes.shape)} (drop batch-index / score columns)')
+    if boxes.shape[0] == 0:
+        return boxes
+    height, width = float(image_size[0]), float(image_size[1])
+
+    def bad(mask: Tensor, what: str, fix: str) -> None:
+        if bool(mask.any()):
+            k = int(mask.nonzero()[0, 0])
+            raise ValueError(f'boxes[{index}][{k}] = {boxes[k].tolist()} {what} (image '
+                             f'{int(height)}x{int(width)}); {fix}')
+
+    bad(~torch.isfinite(boxes).all(dim=1), 'is not finite', 'remove NaN / inf boxes')
+    if clip:
+        boxes = torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+                             boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1)
+    fix = 'pass clip=True to clip boxes to the image'
+    bad((boxes[:, :2] < 0).any(dim=1), 'has a negative coordinate', fix)
+    bad((boxes[:, 2] > width) | (boxes[:, 3] > height), 'reaches outside the image', fix)
+    bad((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), 'is inverted (x2 < x1 or '
+        'y2 < y1)', 'boxes are x1, y1, x2, y2')
+    bad((boxes[:, 2] == boxes[:, 0]) | (boxes[:, 3] == boxes[:, 1]), 'has zero area',
+        'drop empty boxes')
+    return boxes

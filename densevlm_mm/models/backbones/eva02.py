@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dense_vlm_backbone import DenseAdapter, maybe_checkpoint, resample_pos_embed, resolve_indices
+from .base import DenseAdapter, maybe_checkpoint, resample_pos_embed
 
 
 def eva_rope_embed(rope: Optional[nn.Module], h: int, w: int) -> Optional[Tensor]:
@@ -95,8 +95,14 @@ class EVA02Adapter(DenseAdapter):
     def num_features(self, visual: nn.Module) -> int:
         return visual.trunk.embed_dim
 
+    def num_levels(self, visual: nn.Module) -> int:
+        return len(visual.trunk.blocks)
+
     def groups(self, visual: nn.Module) -> List[nn.Module]:
         return list(visual.trunk.blocks)
+
+    def first_block(self, visual: nn.Module) -> nn.Module:
+        return visual.trunk.blocks[0]
 
     def set_grad_checkpointing(self, visual: nn.Module, enable: bool) -> None:
         visual.trunk.set_grad_checkpointing(enable)
@@ -133,29 +139,35 @@ class EVA02Adapter(DenseAdapter):
         x = trunk.head(trunk.head_drop(trunk.fc_norm(trunk.norm(x))))
         return visual.head(x)
 
-    def dense(self, visual: nn.Module, x: Tensor, ckpt: bool) -> Tensor:
-        x, rope, h, w = self.tokens(visual, x)
-        n = len(visual.trunk.blocks)
-        x = self._run(visual, x, rope, n, ckpt, value_only_last=True)[-1]
-        x = self._head(visual, x[:, visual.trunk.num_prefix_tokens:])
-        return x.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
-
     def encode_image(self, visual: nn.Module, x: Tensor, ckpt: bool) -> Tensor:
         trunk = visual.trunk
         x, rope, _, _ = self.tokens(visual, x)
         x = self._run(visual, x, rope, len(trunk.blocks), ckpt, value_only_last=False)[-1]
         return visual.head(trunk.forward_head(trunk.norm(x)))
 
-    def features(self, visual: nn.Module, x: Tensor, indices: Sequence[int],
-                 ckpt: bool) -> List[Tensor]:
+    def run(self, visual: nn.Module, x: Tensor, indices: Sequence[int], with_dense: bool,
+            ckpt: bool) -> Tuple[List[Tensor], Optional[Tensor]]:
+        """Blocks ``0..L-2`` with attention and RoPE, the last block value-only (spec §1.2, §8.1).
+
+        Index ``L-1`` is the value-only last block's output, which the dense map reuses (final
+        ``norm``, ``head`` per patch token). Blocks past the largest index run only when the dense
+        map is requested.
+        """
         n = len(visual.trunk.blocks)
-        take = resolve_indices(indices, n, 'blocks')
+        stop = n if with_dense else (max(indices) + 1 if indices else 0)
+        if stop == 0:
+            return [], None
         x, rope, h, w = self.tokens(visual, x)
-        last = max(take)
-        outs = self._run(visual, x, rope, last + 1, ckpt, value_only_last=last == n - 1)
+        outs = self._run(visual, x, rope, stop, ckpt, value_only_last=stop == n)
         p = visual.trunk.num_prefix_tokens
-        return [outs[i][:, p:].reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
-                for i in take]
+        b = x.shape[0]
+        maps = [outs[i][:, p:].reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+                for i in indices]
+        dense = None
+        if with_dense:
+            d = self._head(visual, outs[-1][:, p:])
+            dense = d.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return maps, dense
 
 
 def _out_dim(module: nn.Module, default: int) -> int:

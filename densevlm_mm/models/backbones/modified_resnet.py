@@ -6,14 +6,14 @@ position entry, then ``v_proj`` and ``c_proj`` (no attention mixing). The whole 
 freeze parts.
 """
 import logging
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from .dense_vlm_backbone import DenseAdapter, resample_pos_embed, resolve_indices
+from .base import DenseAdapter, resample_pos_embed
 
 
 class ModifiedResNetAdapter(DenseAdapter):
@@ -21,6 +21,7 @@ class ModifiedResNetAdapter(DenseAdapter):
     family = 'resnet'
     stride = 32
     group_unit = 'groups [stem, layer1..layer4]'
+    index_unit = 'stages [layer1..layer4]'
 
     def __init__(self, visual: nn.Module) -> None:
         ap = visual.attnpool
@@ -33,6 +34,12 @@ class ModifiedResNetAdapter(DenseAdapter):
 
     def num_features(self, visual: nn.Module) -> int:
         return visual.attnpool.v_proj.in_features
+
+    def num_levels(self, visual: nn.Module) -> int:
+        return 4
+
+    def first_block(self, visual: nn.Module) -> nn.Module:
+        return visual.layer1
 
     def groups(self, visual: nn.Module) -> List[nn.Module]:
         stem = nn.ModuleList([visual.conv1, visual.bn1, visual.conv2, visual.bn2, visual.conv3,
@@ -54,8 +61,8 @@ class ModifiedResNetAdapter(DenseAdapter):
             outs.append(x)
         return outs
 
-    def dense(self, visual: nn.Module, x: Tensor, ckpt: bool) -> Tensor:
-        x = self._stages(visual, x)[-1]
+    def _dense_head(self, visual: nn.Module, x: Tensor) -> Tensor:
+        """layer4 map ``[B,C,h,w]`` -> per-location ``c_proj(v_proj(x + pos))`` ``[B,D,h,w]``."""
         b, c, h, w = x.shape
         ap = visual.attnpool
         pos = resample_pos_embed(ap.positional_embedding, self.grid, (h, w), num_prefix=1)
@@ -82,8 +89,12 @@ class ModifiedResNetAdapter(DenseAdapter):
             use_separate_proj_weight=True, training=ap.training, need_weights=False)
         return out[0]
 
-    def features(self, visual: nn.Module, x: Tensor, indices: Sequence[int],
-                 ckpt: bool) -> List[Tensor]:
-        take = resolve_indices(indices, 4, 'stages')
-        outs = self._stages(visual, x, max(take) + 1)
-        return [outs[i] for i in take]
+    def run(self, visual: nn.Module, x: Tensor, indices: Sequence[int], with_dense: bool,
+            ckpt: bool) -> Tuple[List[Tensor], Optional[Tensor]]:
+        """Stages ``layer1..4`` (indices 0..3) and the dense map from the same pass."""
+        stop = 4 if with_dense else (max(indices) + 1 if indices else 0)
+        if stop == 0:
+            return [], None
+        outs = self._stages(visual, x, stop)
+        dense = self._dense_head(visual, outs[-1]) if with_dense else None
+        return [outs[i] for i in indices], dense

@@ -1,11 +1,11 @@
 """Dense paths of open_clip's ``VisionTransformer`` (spec §1.1, v2 / MaskCLIP-style last block)."""
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dense_vlm_backbone import DenseAdapter, maybe_checkpoint, resample_pos_embed, resolve_indices
+from .base import DenseAdapter, maybe_checkpoint, resample_pos_embed
 
 
 def value_only_block(blk: nn.Module, x: Tensor) -> Tensor:
@@ -55,8 +55,14 @@ class ViTAdapter(DenseAdapter):
     def num_features(self, visual: nn.Module) -> int:
         return visual.conv1.out_channels
 
+    def num_levels(self, visual: nn.Module) -> int:
+        return len(visual.transformer.resblocks)
+
     def groups(self, visual: nn.Module) -> List[nn.Module]:
         return list(visual.transformer.resblocks)
+
+    def first_block(self, visual: nn.Module) -> nn.Module:
+        return visual.transformer.resblocks[0]
 
     # ---------------------------------------------------------------------------------------
     def tokens(self, visual: nn.Module, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
@@ -84,29 +90,34 @@ class ViTAdapter(DenseAdapter):
             outs.append(x)
         return outs
 
-    def dense(self, visual: nn.Module, x: Tensor, ckpt: bool) -> Tensor:
-        x, (h, w) = self.tokens(visual, x)
-        x = visual.ln_pre(x)
-        blocks = visual.transformer.resblocks
-        x = self._blocks(visual, x, blocks, ckpt, value_only_last=True)[-1]
-        x = visual.ln_post(x[:, 1:]) @ visual.proj
-        return x.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
-
     def encode_image(self, visual: nn.Module, x: Tensor, ckpt: bool) -> Tensor:
         x, _ = self.tokens(visual, x)
         x = visual.ln_pre(visual.patch_dropout(x))
         x = self._blocks(visual, x, visual.transformer.resblocks, ckpt)[-1]
-        pooled, _ = visual._pool(x)
+        pooled, _ = visual._pool(x)  # private: open_clip's CLS/avg/tok pooling, no public twin
         return pooled @ visual.proj
 
-    def features(self, visual: nn.Module, x: Tensor, indices: Sequence[int],
-                 ckpt: bool) -> List[Tensor]:
+    def run(self, visual: nn.Module, x: Tensor, indices: Sequence[int], with_dense: bool,
+            ckpt: bool) -> Tuple[List[Tensor], Optional[Tensor]]:
+        """Blocks ``0..L-2`` with attention, the last block value-only (spec §1.1, §8.1).
+
+        Index ``L-1`` is the value-only last block's output, which the dense map reuses
+        (``ln_post`` and ``proj`` per patch token). Blocks past the largest index run only when the
+        dense map is requested.
+        """
         blocks = visual.transformer.resblocks
-        take = resolve_indices(indices, len(blocks), 'blocks')
+        n = len(blocks)
+        stop = n if with_dense else (max(indices) + 1 if indices else 0)
+        if stop == 0:
+            return [], None
         x, (h, w) = self.tokens(visual, x)
         x = visual.ln_pre(x)
-        last = max(take)
-        outs = self._blocks(visual, x, blocks[:last + 1], ckpt,
-                            value_only_last=last == len(blocks) - 1)
-        return [outs[i][:, 1:].reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
-                for i in take]
+        outs = self._blocks(visual, x, blocks[:stop], ckpt, value_only_last=stop == n)
+        b = x.shape[0]
+        maps = [outs[i][:, 1:].reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+                for i in indices]
+        dense = None
+        if with_dense:
+            d = visual.ln_post(outs[-1][:, 1:]) @ visual.proj
+            dense = d.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return maps, dense

@@ -8,8 +8,6 @@ from densevlm_mm.registry import MODELS
 from densevlm_mm.text_embeddings import load_text_embeddings
 from densevlm_mm.vocabulary import Vocabulary
 
-from ..losses.decoupled_align_loss import DecoupledAlignLoss
-
 
 @MODELS.register_module()
 class DenseVLMHead(BaseModule):
@@ -17,8 +15,8 @@ class DenseVLMHead(BaseModule):
 
     Args:
         loss: loss config: ``dict(type='DecoupledAlignLoss', mode='densevlm')`` (DenseVLM) or
-            ``dict(type='LogitsKDLoss')`` (the logits-KD baseline), called with the student and
-            teacher region features and class embeddings.
+            ``dict(type='LogitsKDLoss')`` (the logits-KD baseline). It is given the P-VLM's
+            retrieval (which carries τ and the text normalisation) through ``from_retrieval``.
         text_embeddings: file made with the *student* model's text tower, same vocabulary (names
             and order) as the retriever's.
         vocabulary: optional vocabulary to check the file against.
@@ -29,8 +27,13 @@ class DenseVLMHead(BaseModule):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.loss_module = MODELS.build(loss)
+        if not callable(getattr(self.loss_module, 'from_retrieval', None)):
+            raise ValueError(f'DenseVLMHead: loss {type(self.loss_module).__name__} does not take '
+                             'the P-VLM retrieval (no `from_retrieval`); use DecoupledAlignLoss '
+                             'or LogitsKDLoss')
         te = load_text_embeddings(text_embeddings, vocabulary=vocabulary)
         self.text_embeddings_file = text_embeddings
+        self.text_model_name: str = te.model_name  # checked against the student by DenseVLM
         self.class_names: List[str] = list(te.class_names)
         self.register_buffer('text', te.embeddings.float(), persistent=False)
 
@@ -38,14 +41,10 @@ class DenseVLMHead(BaseModule):
     def embed_dim(self) -> int:
         return self.text.shape[1]
 
-    def loss(self, student_feats: Tensor, targets: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def loss(self, student_feats: Tensor, targets: Dict) -> Dict[str, Tensor]:
         """
         Args:
             student_feats: ``[K, Ds]`` student region features.
-            targets: output of :class:`RegionRetriever` (``feats``, ``text``, ``class_is_thing``).
+            targets: the retrieval of :class:`RegionRetriever` for the same regions.
         """
-        if isinstance(self.loss_module, DecoupledAlignLoss):
-            return self.loss_module(student_feats, targets['feats'], self.text, targets['text'],
-                                    targets['class_is_thing'])
-        # retrieval-free logit distillation (LogitsKDLoss): no thing/stuff split
-        return self.loss_module(student_feats, targets['feats'], self.text, targets['text'])
+        return self.loss_module.from_retrieval(student_feats, self.text, targets)

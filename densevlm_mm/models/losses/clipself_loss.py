@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densevlm_mm.registry import MODELS
+from densevlm_mm.utils.checks import check_number
 
 
 @MODELS.register_module()
@@ -15,12 +16,12 @@ class CLIPSelfLoss(nn.Module):
     embedding of the image crop of region k. The teacher side gets no gradient.
 
     Args:
-        weight: loss multiplier (the reference's ``--cosine-weight``, 1.0).
+        weight: loss multiplier, >= 0 (the reference's ``--cosine-weight``, 1.0).
     """
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
-        self.weight = float(weight)
+        self.weight = check_number(weight, 'weight', type(self).__name__, low=0, example=1.0)
 
     def forward(self, student_feats: Tensor, teacher_feats: Tensor) -> Dict[str, Tensor]:
         """

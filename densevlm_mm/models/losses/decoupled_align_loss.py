@@ -1,4 +1,4 @@
-"""Decoupled region-language alignment loss of DenseVLM (paper Eqs. 1–5, Table 2; spec §3)."""
+"""Decoupled region-language alignment loss of DenseVLM (paper Eqs. 3–5, Table 2; spec §3)."""
 from typing import Dict, Tuple
 
 import torch
@@ -6,6 +6,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densevlm_mm.registry import MODELS
+from densevlm_mm.utils.checks import check_choice, check_number
+
+from ..retrieval import class_logits, refuse_retrieval_settings, retrieve_regions
 
 # Which classes enter the softmax of a region retrieved as (thing, stuff), paper Table 2.
 MODES: Dict[str, Tuple[str, str]] = {
@@ -14,27 +17,6 @@ MODES: Dict[str, Tuple[str, str]] = {
     'thing_all': ('all', 'stuff'),
     'densevlm': ('thing', 'all'),
 }
-
-
-def retrieve(region_feats: Tensor, text: Tensor, tau: float = 0.01,
-             normalize_text: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
-    """Open-vocabulary retrieval of region categories.
-
-    Args:
-        region_feats: ``[K, D]`` region features (any norm; L2-normalised here).
-        text: ``[C, D]`` class embeddings (L2-normalised here when ``normalize_text``).
-        tau: softmax temperature of the cosine similarities.
-
-    Returns:
-        logits ``[K, C]`` (= cos / τ), confidence ``[K]`` (max softmax prob), label ``[K]``.
-    """
-    feats = F.normalize(region_feats.float(), dim=-1)
-    text = text.float()
-    if normalize_text:
-        text = F.normalize(text, dim=-1)
-    logits = feats @ text.t() / tau
-    conf, label = logits.softmax(dim=-1).max(dim=-1)
-    return logits, conf, label
 
 
 @MODELS.register_module()
@@ -46,54 +28,74 @@ class DecoupledAlignLoss(nn.Module):
     ``is_thing[c]``; its teacher and student logits are restricted to the subset that ``mode``
     assigns to its group and re-softmaxed there.
 
+    The temperature τ and the text normalisation are not arguments of the loss: in training they
+    come with the P-VLM's retrieval (:meth:`from_retrieval`, configured on
+    :class:`RegionRetriever`); a standalone call (:meth:`forward`) takes them as arguments.
+
     Args:
         mode: ``'densevlm'`` (thing→thing, stuff→all; paper default), ``'all'``,
             ``'fully_decoupled'`` (thing→thing, stuff→stuff) or ``'thing_all'`` (thing→all,
             stuff→stuff).
-        tau: temperature (0.01 = the reference's scale 100).
-        theta: confidence threshold (strict ``>``).
+        theta: confidence threshold in [0, 1] (strict ``>``; 1 keeps nothing).
         reduction: ``'reference'`` = mean over thing regions + mean over stuff regions (spec
             §3.2); ``'mean'`` = one mean over all kept regions.
-        normalize_text: L2-normalise class rows; ``False`` reproduces the reference's
-            un-normalised 316-class embeddings (spec §10.2).
-        loss_weight: multiplier of ``loss_align``.
+        loss_weight: multiplier of ``loss_align``, >= 0.
     """
 
-    def __init__(self, mode: str = 'densevlm', tau: float = 0.01, theta: float = 0.3,
-                 reduction: str = 'reference', normalize_text: bool = True,
-                 loss_weight: float = 1.0) -> None:
+    def __init__(self, mode: str = 'densevlm', theta: float = 0.3, reduction: str = 'reference',
+                 loss_weight: float = 1.0, **kwargs) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f'mode must be one of {sorted(MODES)}, got {mode!r}')
-        if reduction not in ('reference', 'mean'):
-            raise ValueError(f"reduction must be 'reference' or 'mean', got {reduction!r}")
-        if tau <= 0:
-            raise ValueError(f'tau must be positive, got {tau}')
-        self.mode, self.tau, self.theta = mode, tau, theta
-        self.reduction, self.normalize_text, self.loss_weight = reduction, normalize_text, loss_weight
+        owner = type(self).__name__
+        refuse_retrieval_settings(owner, kwargs)
+        self.mode = check_choice(mode, 'mode', owner, list(MODES))
+        self.reduction = check_choice(reduction, 'reduction', owner, ['reference', 'mean'])
+        self.theta = check_number(theta, 'theta', owner, low=0, high=1, example=0.3)
+        self.loss_weight = check_number(loss_weight, 'loss_weight', owner, low=0, example=1.0)
 
     def forward(self, student_feats: Tensor, teacher_feats: Tensor, student_text: Tensor,
-                teacher_text: Tensor, is_thing: Tensor) -> Dict[str, Tensor]:
-        """
+                teacher_text: Tensor, is_thing: Tensor, tau: float = 0.01,
+                normalize_text: bool = True) -> Dict[str, Tensor]:
+        """Standalone call: retrieve with the teacher, then :meth:`from_retrieval`.
+
         Args:
             student_feats: ``[K, Ds]`` student region features.
             teacher_feats: ``[K, Dt]`` teacher (P-VLM) region features.
             student_text / teacher_text: ``[C, Ds]`` / ``[C, Dt]`` class embeddings, same order.
             is_thing: ``[C]`` bool, the thing/stuff split of the classes.
+            tau / normalize_text: as :class:`RegionRetriever`'s.
 
         Returns:
             ``loss_align`` (scalar with grad), ``num_kept``, ``num_thing``, ``num_stuff``.
         """
+        owner = f'{type(self).__name__}.forward'
+        tau = check_number(tau, 'tau', owner, low=0, low_open=True, example=0.01)
         self._check(student_feats, teacher_feats, student_text, teacher_text, is_thing)
-        is_thing = is_thing.to(device=student_feats.device, dtype=torch.bool)
         # The teacher is a target: no gradient flows into it.
-        t_logits, conf, label = retrieve(teacher_feats.detach(), teacher_text.detach(), self.tau,
-                                         self.normalize_text)
-        s_feats = F.normalize(student_feats.float(), dim=-1)
-        s_text = student_text.float()
-        if self.normalize_text:
-            s_text = F.normalize(s_text, dim=-1)
-        s_logits = s_feats @ s_text.t() / self.tau
+        retrieval = retrieve_regions(teacher_feats.detach(), teacher_text.detach(),
+                                     is_thing.to(student_feats.device), tau, normalize_text)
+        return self.from_retrieval(student_feats, student_text, retrieval)
+
+    def from_retrieval(self, student_feats: Tensor, student_text: Tensor,
+                       retrieval: Dict) -> Dict[str, Tensor]:
+        """The loss given the P-VLM's retrieval of the same regions.
+
+        Args:
+            student_feats: ``[K, Ds]`` student region features.
+            student_text: ``[C, Ds]`` student class embeddings (rows as the retrieval's classes).
+            retrieval: output of :class:`RegionRetriever` (or :func:`retrieve_regions`): ``logits``
+                ``[K, C]``, ``conf``/``labels`` ``[K]``, ``class_is_thing`` ``[C]``, ``tau``,
+                ``normalize_text``.
+        """
+        t_logits, conf, label = retrieval['logits'], retrieval['conf'], retrieval['labels']
+        is_thing = retrieval['class_is_thing']
+        if student_feats.shape[0] != t_logits.shape[0] or student_text.shape[0] != \
+                t_logits.shape[1]:
+            raise ValueError(f'{student_feats.shape[0]} student regions and '
+                             f'{student_text.shape[0]} student classes, but the retrieval holds '
+                             f'{t_logits.shape[0]} regions x {t_logits.shape[1]} classes; the '
+                             'head and the retriever must share the regions and the vocabulary')
+        s_logits = class_logits(student_feats, student_text, retrieval['tau'],
+                                retrieval['normalize_text'])
 
         keep = conf > self.theta
         region_thing = is_thing[label] & keep
@@ -126,9 +128,8 @@ class DecoupledAlignLoss(nn.Module):
     @staticmethod
     def _kl(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
         """Per-region KL(softmax(t) ‖ softmax(s)), ``[K]``."""
-        log_p = teacher_logits.log_softmax(dim=-1)
-        log_q = student_logits.log_softmax(dim=-1)
-        return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+        return F.kl_div(student_logits.log_softmax(dim=-1), teacher_logits.log_softmax(dim=-1),
+                        reduction='none', log_target=True).sum(dim=-1)
 
     @staticmethod
     def _check(student_feats: Tensor, teacher_feats: Tensor, student_text: Tensor,
@@ -152,3 +153,7 @@ class DecoupledAlignLoss(nn.Module):
             raise ValueError(f'class counts differ: student text {student_text.shape[0]}, '
                              f'teacher text {teacher_text.shape[0]}, is_thing {is_thing.numel()}; '
                              'both embedding files must come from the same vocabulary')
+
+    def extra_repr(self) -> str:
+        return (f'mode={self.mode!r}, theta={self.theta}, reduction={self.reduction!r}, '
+                f'loss_weight={self.loss_weight}')

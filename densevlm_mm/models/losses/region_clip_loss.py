@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densevlm_mm.registry import MODELS
+from densevlm_mm.utils.checks import check_number
 
 
 @MODELS.register_module()
@@ -21,13 +22,15 @@ class RegionCLIPLoss(nn.Module):
     Args:
         num_sampled_classes: classes per batch (100 in the reference); when more appear, only
             the appeared ones are used.
-        weight: loss multiplier (the reference's ``--contrast-weight``, 1.0).
+        weight: loss multiplier, >= 0 (the reference's ``--contrast-weight``, 1.0).
     """
 
     def __init__(self, num_sampled_classes: int = 100, weight: float = 1.0) -> None:
         super().__init__()
-        self.num_sampled_classes = int(num_sampled_classes)
-        self.weight = float(weight)
+        owner = type(self).__name__
+        self.num_sampled_classes = check_number(num_sampled_classes, 'num_sampled_classes', owner,
+                                                low=1, integer=True, example=100)
+        self.weight = check_number(weight, 'weight', owner, low=0, example=1.0)
 
     def forward(self,
                 region_feats: Tensor,

@@ -1,4 +1,11 @@
-"""Files of the embedded default (tiny random-initialised models, synthetic data)."""
+"""The embedded default (``make demo``): tiny random-initialised models and synthetic data.
+
+:func:`prepare_tiny_demo` writes the files the tiny demo config reads (a generated panoptic image
+set, random tiny student / P-VLM checkpoints, their class text embeddings) and can first teach
+the random P-VLM the synthetic classes (:func:`teach_teacher`, a short supervised loop);
+:func:`load_tiny_demo_config` points the config at them. An application-level helper: it uses
+the datasets, the models and the text embeddings, and nothing below imports it.
+"""
 import os
 import os.path as osp
 

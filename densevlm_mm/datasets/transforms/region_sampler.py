@@ -1,4 +1,4 @@
-"""Grid region sampler: the training regions of DenseVLM (spec §2).
+"""Grid region sampler: the training regions of DenseVLM (spec §2), used by ``SampleGridRegions``.
 
 Each image is tiled by an m×n grid (m rows, n columns) over its valid (unpadded) area; every cell
 is a region whose teacher retrieval and student RoI feature are aligned.

@@ -1,0 +1,23 @@
+# Evaluate a CAT-Seg OpenAI CLIP ViT-B/16 checkpoint (plain or DenseVLM, trained with
+# catseg_*vit-b16_coco-stuff-384_80k.py) on PASCAL-Context-459:
+#   python tools/test.py configs/catseg/catseg_vit-b16_test-pascal-context-459.py CKPT
+# The classes come from the dataset; all weights come from CKPT (no CLIP file is read).
+_base_ = [
+    '../_base_/datasets/seg_pascal-context-459.py',
+    './_base_/catseg_vit-b16.py',
+    './_base_/catseg_pipelines.py',
+    './_base_/catseg_runtime.py',
+]
+custom_imports = dict(
+    imports=[
+        'densevlm_mm.models.segmentors',
+        'densevlm_mm.datasets.seg_datasets'
+    ],
+    allow_failed_imports=False)
+model = dict(backbone=dict(pretrained=None), text_encoder=dict(pretrained=None))
+test_pipeline = [_base_.catseg_test_resize if p['type'] == 'ResizeShortestEdge' else p
+                 for p in _base_.test_pipeline]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')

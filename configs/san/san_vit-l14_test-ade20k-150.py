@@ -1,0 +1,16 @@
+# Evaluate a SAN ViT-L/14-336 checkpoint (plain or DenseVLM, trained by san_*vit-l14_coco-stuff164k-640x640_80k.py)
+# on ade20k-150 (paper Table 7: A-150 / A-847 / PC-459; PC-59 is an extra column):
+#   python tools/test.py configs/san/san_vit-l14_test-ade20k-150.py work_dirs/<run>/iter_80000.pth
+# All weights come from the checkpoint; the text rows are recomputed for this vocabulary.
+_base_ = [
+    '../_base_/datasets/seg_ade20k-150.py',
+    './_base_/san_vit-l14.py',
+    'mmseg::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['densevlm_mm.models.segmentors'], allow_failed_imports=False)
+model = dict(
+    text_encoder=dict(dataset_name='ade20k', vocabulary=None),
+    decode_head=dict(num_classes=150))
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+custom_hooks = [dict(type='densevlm_mm.EvalClassCheckHook')]
