@@ -84,6 +84,10 @@ def build_text_embeddings(clip_model: torch.nn.Module,
 
     Each prompt is encoded and L2-normalised, prompts of a class are averaged, and the mean is
     L2-normalised when ``normalize`` (the reference's 316-class files skip this last step).
+
+    A twin of ``open_clip.build_zero_shot_classifier``, kept for ``normalize=False`` (the
+    reference's files) and the per-name "This is" rule of :func:`make_prompts`; with
+    ``normalize=True`` the two agree (``tests/test_vocabulary_and_text_embeddings.py``).
     """
     rows = []
     iterator = enumerate(names)

@@ -136,3 +136,31 @@ def test_plain_name_list_loads_as_object_classes():
     assert bool(vocab.is_thing.all())
     lvis = load_vocabulary('ovlvis_1203_all')
     assert len(lvis.names) == 1203 and bool(lvis.is_thing.all())
+
+
+def test_build_text_embeddings_equals_open_clip_zero_shot_classifier():
+    """With normalised rows our prompt ensemble is open_clip's ``build_zero_shot_classifier`` fed
+    the same prompts (the twin exists for the reference's un-normalised rows)."""
+    import functools
+
+    import torch
+    from open_clip import build_zero_shot_classifier
+
+    from densevlm_mm.models.clip_factory import create_clip
+    from densevlm_mm.text_embeddings import TEMPLATES, build_text_embeddings, make_prompts
+    torch.manual_seed(0)
+    model, tokenizer = create_clip('densevlm-tiny-vit')
+    model.eval()
+    names, templates = ['apple', 'traffic light', 'sky'], TEMPLATES[:7]
+
+    def prompt(name, template):
+        return make_prompts(name, [template])[0]
+
+    ours = build_text_embeddings(model, tokenizer, names, templates, normalize=True)
+    with torch.no_grad():
+        theirs = build_zero_shot_classifier(
+            model, tokenizer, names, [functools.partial(prompt, template=t) for t in templates],
+            num_classes_per_batch=None).t()
+    torch.testing.assert_close(ours, theirs.float(), rtol=0, atol=1e-6)
+    raw = build_text_embeddings(model, tokenizer, names, templates, normalize=False)
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(3))  # the reference's rows differ

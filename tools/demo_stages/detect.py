@@ -16,16 +16,6 @@ DEFAULT_ROOT = 'work_dirs/tiny_demo'
 STUDENT = 'densevlm-tiny-eva02'
 
 
-def _retarget(obj, old: str, new: str):
-    if isinstance(obj, dict):
-        return {k: _retarget(v, old, new) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_retarget(v, old, new) for v in obj)
-    if isinstance(obj, str) and obj.startswith(old):
-        return new + obj[len(old):]
-    return obj
-
-
 def format_table(metrics: dict) -> str:
     """The OV-COCO table (×100) from OVCocoMetric's ``bbox`` results."""
     def get(key):
@@ -54,7 +44,6 @@ def run(work_dir: str, student_checkpoint: Optional[str], log: Callable = print,
         cfg_options: extra config overrides (``Config.merge_from_dict``).
     """
     import torch
-    from mmengine.config import Config
     from densevlm_mm.engine.runner import DenseVLMRunner as Runner
 
     from densevlm_mm.datasets.synthetic_detection import make_synthetic_detection
@@ -76,9 +65,9 @@ def run(work_dir: str, student_checkpoint: Optional[str], log: Callable = print,
         generate_text_embedding_file(STUDENT, clip_ckpt, paths['vocabulary_json'], text,
                                      progress=False)
 
+    from densevlm_mm.apis.tiny_demo import load_tiny_demo_config
     register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(config)
-    cfg = Config(_retarget(cfg.to_dict(), DEFAULT_ROOT, root))
+    cfg = load_tiny_demo_config(root, config)  # paths moved from work_dirs/tiny_demo to root
     cfg.model.backbone.pretrained = student_checkpoint
     cfg.work_dir = det
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # tested once, right after
