@@ -47,10 +47,9 @@ def stage(demo_root):
 
 
 def _tiny_cfg(demo_root, **options):
-    from mmengine.config import Config
+    from densevlm_mm.apis.tiny_demo import load_tiny_demo_config
     detect = _detect_stage()
-    cfg = Config.fromfile(detect.CONFIG)
-    cfg = Config(detect._retarget(cfg.to_dict(), detect.DEFAULT_ROOT, demo_root))
+    cfg = load_tiny_demo_config(demo_root, detect.CONFIG)
     cfg.model.backbone.pretrained = osp.join(demo_root, 'checkpoints', 'student.pt')
     cfg.merge_from_dict(options)
     return cfg
