@@ -70,7 +70,9 @@ def align(args, root: str) -> dict:
     """Stage 1: DenseVLM on the tiny student and P-VLM; returns the student checkpoint."""
     from mmengine.hooks import Hook
 
-    from densevlm_mm.engine import DataEpochHook, DenseVLMRunner
+    from demo_stages import demo_runner_class
+
+    from densevlm_mm.engine import DataEpochHook
     from densevlm_mm.utils import register_all_modules
     from densevlm_mm.apis.tiny_demo import load_tiny_demo_config, prepare_tiny_demo
     prepare_tiny_demo(root, args.num_images, teach_steps=args.teach_steps)
@@ -81,7 +83,7 @@ def align(args, root: str) -> dict:
     if args.max_epochs:
         cfg.train_cfg.max_epochs = args.max_epochs
         cfg.train_cfg.val_interval = args.max_epochs
-    runner = DenseVLMRunner.from_cfg(cfg)
+    runner = demo_runner_class().from_cfg(cfg)
     runner.register_hook(DataEpochHook(), priority='VERY_HIGH')  # exact --resume
 
     class KeepMetrics(Hook):

@@ -77,7 +77,7 @@ optim_wrapper = dict(_delete_=True, type='OptimWrapper',
                      clip_grad=dict(max_norm=1.0, norm_type=2))
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
 train_cfg = dict(max_epochs=4, val_interval=4)
-default_hooks = dict(logger=dict(interval=1),
+default_hooks = dict(logger=dict(interval=4),
                      checkpoint=dict(interval=4, max_keep_ckpts=1))
-log_processor = dict(window_size=1)
+log_processor = dict(window_size=4)
 auto_scale_lr = dict(base_batch_size=4)

@@ -1,8 +1,9 @@
 """mmengine's Runner with a console that shows progress, losses and results, and multi-process
 runs that work with and without GPUs."""
 import logging
+import re
 import sys
-from typing import Optional, Type, Union
+from typing import Optional, Sequence, Type, Union
 
 from mmengine.config import Config
 from mmengine.logging import MMLogger
@@ -10,21 +11,35 @@ from mmengine.runner import Runner
 
 from densevlm_mm.registry import RUNNERS
 
-# Records mmengine writes once at start-up (hundreds of lines: environment, the whole config, the
-# hook order per stage) and the optimizer's per-parameter settings: they belong in the log file.
+# Records of the framework's own workings that belong in the log file, not on the console: the
+# start-up dumps (hundreds of lines: environment, the whole config, the hook order per stage), the
+# optimizer's per-parameter settings, and bookkeeping / deprecation notices of mmengine, mmdet and
+# mmseg. Progress, losses and results stay on the console.
 _FILE_ONLY = ('\n' + '-' * 60 + '\nSystem environment', 'Config:\n',
-              'Hooks will be executed in the following order', 'paramwise_options -- ')
+              'Hooks will be executed in the following order', 'paramwise_options -- ',
+              'Exp name: ', 'Checkpoints will be saved to ', 'Saving checkpoint at ',
+              'Distributed training is not used, all SyncBatchNorm',
+              '"FileClient" will be deprecated', '"HardDiskBackend" is the alias',
+              'The prefix is not set in metric class', 'Evaluating bbox...',
+              'bbox_mAP_copypaste: ')
 
 
 class _FileOnly(logging.Filter):
+    """Drops records starting with :data:`_FILE_ONLY` or matching one of ``patterns``."""
+
+    def __init__(self, patterns: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.patterns = [re.compile(p) for p in patterns]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_FILE_ONLY)
+        msg = str(record.msg)
+        return not (msg.startswith(_FILE_ONLY) or any(p.match(msg) for p in self.patterns))
 
 
-def concise_runner_class(base: Type[Runner]) -> Type[Runner]:
-    """A subclass of the Runner class ``base`` whose console leaves out the start-up dumps; the
-    log file in the work dir keeps them, and the console names it."""
+def concise_runner_class(base: Type[Runner], file_only: Sequence[str] = ()) -> Type[Runner]:
+    """A subclass of the Runner class ``base`` whose console leaves out the start-up dumps and
+    the framework's bookkeeping, and also records matching the regular expressions ``file_only``
+    (``re.match``); the log file in the work dir keeps them all, and the console names it."""
 
     class ConciseRunner(base):
 
@@ -34,7 +49,7 @@ def concise_runner_class(base: Type[Runner]) -> Type[Runner]:
             consoles = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)]
             for handler in consoles:
                 if not any(isinstance(f, _FileOnly) for f in handler.filters):
-                    handler.addFilter(_FileOnly())
+                    handler.addFilter(_FileOnly(file_only))
             files = [h.baseFilename for h in logger.handlers
                      if isinstance(h, logging.FileHandler)]
             if consoles and files:

@@ -34,3 +34,8 @@ def test_console_leaves_out_environment_config_and_hook_order(tmp_path, capsys):
         assert shown in text, shown
     runner.logger.info('loss: 0.5')  # progress still reaches the console
     assert 'loss: 0.5' in capsys.readouterr().out
+    runner.logger.info('Saving checkpoint at 3 epochs')  # bookkeeping: log file only
+    assert 'Saving checkpoint' not in capsys.readouterr().out
+    files[0].flush()
+    with open(files[0].baseFilename) as f:
+        assert 'Saving checkpoint at 3 epochs' in f.read()

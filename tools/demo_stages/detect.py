@@ -44,7 +44,8 @@ def run(work_dir: str, student_checkpoint: Optional[str], log: Callable = print,
         cfg_options: extra config overrides (``Config.merge_from_dict``).
     """
     import torch
-    from densevlm_mm.engine.runner import DenseVLMRunner as Runner
+    from demo_stages import demo_runner_class
+    Runner = demo_runner_class()
 
     from densevlm_mm.datasets.synthetic_detection import make_synthetic_detection
     from densevlm_mm.text_embeddings import generate_text_embedding_file
@@ -76,12 +77,13 @@ def run(work_dir: str, student_checkpoint: Optional[str], log: Callable = print,
     log(f'[demo] tiny F-ViT: backbone {STUDENT} from {student_checkpoint or "random init"} (frozen)'
         f', {num_train} training images, base {paths["base_classes"]}, novel '
         f'{paths["novel_classes"]}')
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    history = runner.message_hub.get_scalar('train/loss')
-    losses = [float(v) for v in history.data[0]] if history is not None else []
     import contextlib
     import io
+    runner = Runner.from_cfg(cfg)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' "loading annotations..." prints
+        runner.train()
+    history = runner.message_hub.get_scalar('train/loss')
+    losses = [float(v) for v in history.data[0]] if history is not None else []
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' 30-line summary; table below
         metrics = runner.test()
     table = format_table(metrics)

@@ -41,7 +41,8 @@ def _run(work_dir: str, student_checkpoint: Optional[str], log: Callable,
          max_iters: Optional[int]) -> dict:
     t0 = time.time()
     from mmengine.config import Config
-    from densevlm_mm.engine.runner import DenseVLMRunner as Runner
+    from demo_stages import demo_runner_class
+    Runner = demo_runner_class()
 
     from densevlm_mm.datasets.synthetic_segmentation import make_synthetic_segmentation
 
