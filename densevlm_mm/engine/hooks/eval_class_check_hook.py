@@ -28,12 +28,16 @@ class EvalClassCheckHook(Hook):
     ``metainfo['classes']`` so a mismatch fails before any image is processed."""
 
     priority = 'VERY_HIGH'
+    #: the model attribute holding the class names of its embedding rows
+    names_attr = 'eval_class_names'
+    #: ``check(model_names, dataset_names, what)`` raising ``ValueError`` on a mismatch
+    check = staticmethod(check_class_names)
 
     def _check(self, runner, loader, what: str) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         dataset = getattr(loader, 'dataset', None)
         classes = getattr(dataset, 'metainfo', {}).get('classes') if dataset is not None else None
-        check_class_names(getattr(model, 'eval_class_names', None), classes, what)
+        self.check(getattr(model, self.names_attr, None), classes, what)
 
     def before_val(self, runner) -> None:
         self._check(runner, runner.val_dataloader, 'validation')

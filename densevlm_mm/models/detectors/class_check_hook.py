@@ -1,17 +1,15 @@
 """Refuse to train or evaluate a detector whose text embeddings do not match the dataset classes."""
-from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
-
+from densevlm_mm.engine.hooks.eval_class_check_hook import EvalClassCheckHook
 from densevlm_mm.registry import HOOKS
 
 
 @HOOKS.register_module()
-class DetectorClassCheckHook(Hook):
+class DetectorClassCheckHook(EvalClassCheckHook):
     """Compare the detector's ``class_names`` (its embedding file) with each dataset's
     ``metainfo['classes']`` before training / validation / testing; raise ``ValueError`` naming the
     first difference (label ``i`` must be embedding row ``i``)."""
 
-    priority = 'VERY_HIGH'
+    names_attr = 'class_names'
 
     @staticmethod
     def check(model_names, dataset_names, what: str) -> None:
@@ -29,17 +27,5 @@ class DetectorClassCheckHook(Hook):
             f'{dataset_names[i] if i < len(dataset_names) else None!r}). Generate the embedding '
             'file for the dataset\'s class list (tools/text_embeddings.py) or fix `classes`.')
 
-    def _check(self, runner, loader, what: str) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        dataset = getattr(loader, 'dataset', None)
-        classes = getattr(dataset, 'metainfo', {}).get('classes') if dataset is not None else None
-        self.check(getattr(model, 'class_names', None), classes, what)
-
     def before_train(self, runner) -> None:
         self._check(runner, runner.train_dataloader, 'training')
-
-    def before_val(self, runner) -> None:
-        self._check(runner, runner.val_dataloader, 'validation')
-
-    def before_test(self, runner) -> None:
-        self._check(runner, runner.test_dataloader, 'test')
