@@ -133,7 +133,7 @@ class DenseVLMBackbone(BaseModule):
         self._adapter.set_grad_checkpointing(visual, grad_checkpointing)
         self._apply_lock(unlocked_groups)
         if freeze_unused:
-            self.frozen_unused = self._freeze_unused()
+            self.freeze_unused_parameters()
 
     @classmethod
     def from_open_clip(cls, clip_model: nn.Module, model_name: str = 'open_clip',
@@ -192,8 +192,12 @@ class DenseVLMBackbone(BaseModule):
         self._frozen_groups = list(groups[:cut])
         self.train(self.training)
 
-    def _freeze_unused(self) -> List[str]:
+    def freeze_unused_parameters(self) -> List[str]:
         """Probe once; freeze trainable parameters neither :meth:`forward` nor the dense map reach.
+
+        Run at construction with ``freeze_unused=True``; a model that changes which parameters
+        train afterwards (CAT-Seg's q/v fine-tuning) calls it again. Adds the names to
+        :attr:`frozen_unused` and returns those frozen by this call.
 
         One pass with the backbone's ``out_indices`` and the dense map on a zero image of
         ``4 x stride`` pixels (eval mode: no BatchNorm update); a parameter left with ``grad is
@@ -230,6 +234,7 @@ class DenseVLMBackbone(BaseModule):
             msg += (f'; froze {len(unused)} that forward / dense_features never reach '
                     f'(first: {unused[:4]})')
         print_log(msg, logger='current', level=logging.INFO)
+        self.frozen_unused += unused
         return unused
 
     def train(self, mode: bool = True) -> 'DenseVLMBackbone':

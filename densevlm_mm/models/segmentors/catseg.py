@@ -111,6 +111,8 @@ class CATSeg(BaseSegmentor):
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         backbone = dict(backbone)
+        # the probe runs once, below, after the q/v split (not also at construction)
+        backbone.setdefault('freeze_unused', False)
         if not backbone.setdefault('with_dense', True):
             raise ValueError('CAT-Seg needs the backbone\'s dense map: set with_dense=True')
         self.backbone = _build(backbone)
@@ -172,7 +174,7 @@ class CATSeg(BaseSegmentor):
         enable_qv_finetuning(self.backbone.visual, 'image tower')
         # q of the value-only last block never reaches the dense map: let the backbone's probe
         # freeze what neither its maps nor the dense map reach
-        self.backbone._freeze_unused()
+        self.backbone.freeze_unused_parameters()
         names = [f'backbone.{n}' for n, p in self.backbone.named_parameters() if p.requires_grad]
         if 'train' in self._files:
             print_log('CAT-Seg: training text comes from an embedding file; the text tower stays '
