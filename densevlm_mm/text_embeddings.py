@@ -71,7 +71,6 @@ def make_prompts(name: str, templates: Sequence[str] = TEMPLATES) -> List[str]:
     return prompts
 
 
-@torch.no_grad()
 def build_text_embeddings(clip_model: torch.nn.Module,
                           tokenizer: Callable,
                           names: Sequence[str],
@@ -99,7 +98,8 @@ def build_text_embeddings(clip_model: torch.nn.Module,
         feats = []
         for start in range(0, len(prompts), batch_size):
             tokens = tokenizer(prompts[start:start + batch_size]).to(device)
-            feats.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
+            with torch.no_grad():  # a block, not a decorator: mutmut mutates the function
+                feats.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
         mean = torch.cat(feats).mean(0)
         rows.append(F.normalize(mean, dim=0) if normalize else mean)
         if progress:

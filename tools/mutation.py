@@ -4,7 +4,7 @@ For each group of ``tools/mutation_config.toml`` (source files + the test files 
 this copies the package, tests and configs into ``<work-dir>/<group>/``, runs ``mutmut run``
 there (the working tree is never modified; mutmut runs, for each mutant, only the tests that
 call the mutated function), and prints per module: mutants, killed (incl. timeouts), survived,
-survivors listed as equivalent in ``tools/mutation_equivalents.txt``, and the score
+survivors listed as equivalent in ``tools/mutation_equivalents/<group>.txt``, and the score
 
     score = killed / (mutants - equivalent)
 
@@ -18,7 +18,8 @@ Usage::
 
 Survivors that are not listed as equivalent are printed with their diff (also written to
 ``<work-dir>/<group>/survivors.txt``). To list one as equivalent, copy its block from there into
-``tools/mutation_equivalents.txt`` and add a ``reason:`` line.
+``tools/mutation_equivalents/<group>.txt`` and add a ``reason:`` line (every ``*.txt`` file of
+that folder is read).
 """
 import argparse
 import json
@@ -38,7 +39,7 @@ except ImportError:  # Python < 3.11
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / 'tools' / 'mutation_config.toml'
-EQUIVALENTS = ROOT / 'tools' / 'mutation_equivalents.txt'
+EQUIVALENTS = ROOT / 'tools' / 'mutation_equivalents'
 PACKAGE = 'densevlm_mm'
 
 # Executed inside a group's work dir after ``mutmut run``: statuses and diffs as JSON.
@@ -121,8 +122,13 @@ def signature(path: str, mutant: str, diff: str) -> tuple:
 
 
 def load_equivalents(path: Path = EQUIVALENTS) -> Dict[tuple, str]:
-    """Blocks of ``## <file> :: <function>``, the ``-``/``+`` lines of the diff, ``reason: ...``."""
+    """Blocks of ``## <file> :: <function>``, the ``-``/``+`` lines of the diff, ``reason: ...``,
+    read from ``path`` (a file, or every ``*.txt`` file of a folder)."""
     out: Dict[tuple, str] = {}
+    if path.is_dir():
+        for f in sorted(path.glob('*.txt')):
+            out.update(load_equivalents(f))
+        return out
     if not path.is_file():
         return out
     head, minus, plus = None, [], []

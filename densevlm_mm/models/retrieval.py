@@ -132,7 +132,6 @@ class RegionRetriever(FrozenTeacher):
         self.tau, self.precision, self.normalize_text = tau, precision, normalize_text
         self.inference_mode = inference_mode
 
-    @torch.no_grad()
     def forward(self, images: Tensor, boxes: List[Tensor]) -> Dict:
         """Teacher targets of the regions: the one retrieval of the step.
 
@@ -147,15 +146,16 @@ class RegionRetriever(FrozenTeacher):
             ``normalize_text``.
         """
         enabled = self.precision != 'fp32'
-        with torch.inference_mode(self.inference_mode), torch.autocast(
-                images.device.type, dtype=_DTYPES[self.precision], enabled=enabled):
-            dense = self.backbone.dense_features(images)
-            feats = self.backbone.roi_features(dense, boxes)
-        feats = feats.float()
-        if self.inference_mode:  # a normal tensor again: the loss may save it for backward
-            feats = feats.clone()
-        out = retrieve_regions(feats, self.text, self.class_is_thing, self.tau,
-                               self.normalize_text)
+        with torch.no_grad():  # a block, not a decorator: mutmut mutates it
+            with torch.inference_mode(self.inference_mode), torch.autocast(
+                    images.device.type, dtype=_DTYPES[self.precision], enabled=enabled):
+                dense = self.backbone.dense_features(images)
+                feats = self.backbone.roi_features(dense, boxes)
+            feats = feats.float()
+            if self.inference_mode:  # a normal tensor again: the loss may save it for backward
+                feats = feats.clone()
+            out = retrieve_regions(feats, self.text, self.class_is_thing, self.tau,
+                                   self.normalize_text)
         out['feats'] = feats
         return out
 

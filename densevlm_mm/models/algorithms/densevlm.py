@@ -114,7 +114,6 @@ class DenseVLM(BaseSelfSupervisor):
         targets = self.target_generator(inputs, boxes)  # the step's one P-VLM retrieval
         return self.head.loss(student, targets)  # decoupled alignment
 
-    @torch.no_grad()
     def predict(self, inputs: Tensor, data_samples: List[DataSample]) -> List[DataSample]:
         """Region classification: one dense forward serves boxes and masks.
 
@@ -123,20 +122,21 @@ class DenseVLM(BaseSelfSupervisor):
         """
         if not hasattr(self, 'eval_text'):
             raise RuntimeError('DenseVLM.predict needs `eval_text_embeddings` in the model config')
-        dense = self.backbone.dense_features(inputs)
-        counts = [len(s.region_boxes) for s in data_samples]
-        topk = min(self.eval_topk, self.eval_text.shape[0])
-        box_feats = self.backbone.roi_features(dense, [s.region_boxes for s in data_samples])
-        box_topk = self._rank(box_feats, topk).split(counts)
-        has_masks = all('region_masks' in s for s in data_samples)
-        if has_masks:
-            mask_feats = self.backbone.mask_features(
-                dense, [s.region_masks for s in data_samples])
-            mask_topk = self._rank(mask_feats, topk).split(counts)
-        for i, sample in enumerate(data_samples):
-            sample.set_field(box_topk[i], 'pred_box_topk')
+        with torch.no_grad():  # a block, not a decorator: mutmut mutates it
+            dense = self.backbone.dense_features(inputs)
+            counts = [len(s.region_boxes) for s in data_samples]
+            topk = min(self.eval_topk, self.eval_text.shape[0])
+            box_feats = self.backbone.roi_features(dense, [s.region_boxes for s in data_samples])
+            box_topk = self._rank(box_feats, topk).split(counts)
+            has_masks = all('region_masks' in s for s in data_samples)
             if has_masks:
-                sample.set_field(mask_topk[i], 'pred_mask_topk')
+                mask_feats = self.backbone.mask_features(
+                    dense, [s.region_masks for s in data_samples])
+                mask_topk = self._rank(mask_feats, topk).split(counts)
+            for i, sample in enumerate(data_samples):
+                sample.set_field(box_topk[i], 'pred_box_topk')
+                if has_masks:
+                    sample.set_field(mask_topk[i], 'pred_mask_topk')
         return data_samples
 
     def _rank(self, feats: Tensor, topk: int) -> Tensor:
