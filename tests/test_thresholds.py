@@ -8,9 +8,13 @@
   shortest resized side of :class:`ResizeLongestPad` (``>= min_valid_side`` kept);
 * the region cap of the grid sampler (``m·n <= max_regions`` keeps every cell, in order);
 * top-k of the metric (``correct_at_k``, ``mean_class_accuracy``'s width check) and of the
-  image-size check of the backbone (``H, W >= stride``).
+  image-size check of the backbone (``H, W >= stride``);
+* ``filter_cfg.min_size`` of the open-vocabulary detection sets (``min(W, H) >= min_size`` kept);
+* θ of the grid-patch view (cells drawn as kept only when ``conf > θ``, like the loss).
 The ``top-k`` of ``DenseVLM.predict`` is in ``tests/models/test_predict_values.py``.
 """
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -241,3 +245,75 @@ def test_backbone_image_side_at_stride(size, ok):
         else:
             with pytest.raises(ValueError, match='images'):
                 bb.dense_features(x)
+
+
+# ------------------------------------------------------------ OV detection filter_cfg.min_size
+def _det_ann(tmp_path, sizes):
+    """A COCO instances file with one image per ``(width, height)`` (one base box each)."""
+    images = [dict(id=i + 1, file_name=f'{i}.jpg', width=w, height=h)
+              for i, (w, h) in enumerate(sizes)]
+    anns = [dict(id=i + 1, image_id=i + 1, category_id=1, bbox=[1.0, 1.0, 4.0, 4.0], area=16.0,
+                 iscrowd=0) for i in range(len(sizes))]
+    cats = [dict(id=1, name='person'), dict(id=3, name='car')]
+    path = tmp_path / 'instances.json'
+    path.write_text(json.dumps(dict(images=images, annotations=anns, categories=cats)))
+    return str(path)
+
+
+@pytest.mark.parametrize('filter_empty_gt', [False, True])
+def test_ov_detection_min_size_boundary(tmp_path, filter_empty_gt):
+    from densevlm_mm.datasets.ov_detection import OVCocoDataset
+    # shortest side one below, at and one above min_size = 32, on either side
+    sizes = [(31, 100), (32, 100), (33, 100), (100, 31), (100, 32), (100, 33)]
+    ann = _det_ann(tmp_path, sizes)
+    kwargs = dict(ann_file=ann, data_prefix=dict(img=str(tmp_path)), pipeline=[],
+                  serialize_data=False,  # no gc.collect() per dataset: fast
+                  classes=['person', 'car'], base_classes=['person'], novel_classes=['car'])
+    ds = OVCocoDataset(filter_cfg=dict(filter_empty_gt=filter_empty_gt, min_size=32), **kwargs)
+    kept = sorted((ds.get_data_info(i)['width'], ds.get_data_info(i)['height'])
+                  for i in range(len(ds)))
+    assert kept == [(32, 100), (33, 100), (100, 32), (100, 33)]  # 31 dropped, 32 and 33 kept
+    # without min_size (default 0) or in test mode every image is kept
+    assert len(OVCocoDataset(filter_cfg=dict(filter_empty_gt=filter_empty_gt), **kwargs)) == 6
+    assert len(OVCocoDataset(filter_cfg=dict(min_size=32), test_mode=True, **kwargs)) == 6
+
+
+# ------------------------------------------------------------------------ θ of the grid view
+def _grid_cells(monkeypatch, conf, theta):
+    """Draw a 1×K grid; returns per cell whether it was drawn as kept, and the title."""
+    import densevlm_mm.visualization.grid_view as grid_view
+    figs, new_figure = [], grid_view.new_figure
+
+    def capture(*args, **kwargs):
+        figs.append(new_figure(*args, **kwargs))
+        return figs[-1]
+
+    monkeypatch.setattr(grid_view, 'new_figure', capture)
+    boxes = grid_view.grid_boxes(16, 16 * len(conf), 1, len(conf))
+    grid_view.draw_grid_patch_view(np.zeros((16, 16 * len(conf), 3), np.uint8), boxes,
+                                   ['a'] * len(conf), conf, theta=theta, size=(64 * len(conf), 80))
+    ax = figs[0].axes[0]
+    kept = [p.get_hatch() is None for p in ax.patches]
+    return kept, figs[0].get_suptitle()
+
+
+@pytest.mark.parametrize('theta', [0.1, 0.3, 0.5])
+def test_grid_view_theta_boundary_fp32(monkeypatch, theta):
+    # fp32 confidences (the retriever's) exactly at θ, one fp32 ulp below and above: drawn as kept
+    # exactly when the loss keeps them (it compares conf > θ in fp32)
+    conf = torch.tensor([_below(theta), theta, _above(theta)], dtype=torch.float32)
+    loss_keeps = (conf > theta).tolist()
+    assert loss_keeps == [False, False, True]
+    kept, title = _grid_cells(monkeypatch, conf.numpy(), theta)
+    assert kept == loss_keeps
+    assert title.startswith('grid 3 cells, 1 above')
+    kept, _ = _grid_cells(monkeypatch, conf, theta)  # a tensor is read the same way
+    assert kept == loss_keeps
+
+
+@pytest.mark.parametrize('theta', [0.1, 0.3, 0.5])
+def test_grid_view_theta_boundary_fp64(monkeypatch, theta):
+    conf = [float(np.nextafter(theta, 0.0)), theta, float(np.nextafter(theta, 1.0))]
+    kept, title = _grid_cells(monkeypatch, conf, theta)
+    assert kept == [False, False, True]
+    assert title.startswith('grid 3 cells, 1 above')

@@ -22,6 +22,7 @@ Survivors that are not listed as equivalent are printed with their diff (also wr
 that folder is read).
 """
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -161,16 +162,51 @@ def _ignore(_dir, names):
             or n.endswith('.pyc')]
 
 
+def group_tests(spec: dict, settings: dict, exclude_tests: List[str]) -> List[str]:
+    """The group's test files on disk (+ the common ones for core groups), less the excluded."""
+    wanted = list(spec['tests'])
+    if not spec.get('optional'):
+        wanted += [t for t in settings.get('common_tests', []) if t not in wanted]
+    return [t for t in wanted if (ROOT / t).exists()
+            and not any(t == e or t.startswith(e.rstrip('/') + '/') for e in exclude_tests)]
+
+
+def set_test_selection(wd: Path, tests: List[str]) -> None:
+    """Rewrite the test files of an existing work dir's mutmut configuration (``--resume``)."""
+    for toml in (wd / 'pyproject.toml', wd / 'mutants' / 'pyproject.toml'):
+        if toml.is_file():
+            text = toml.read_text()
+            lines = [('pytest_add_cli_args_test_selection = ' + json.dumps(tests))
+                     if ln.startswith('pytest_add_cli_args_test_selection') else ln
+                     for ln in text.splitlines()]
+            if '\n'.join(lines) + '\n' != text:  # a change makes mutmut forget its results
+                toml.write_text('\n'.join(lines) + '\n')
+
+
+def refresh_package(wd: Path, mutated: List[str], log) -> None:
+    """``--resume``: copy the working tree's unmutated package modules into the work dir (the
+    tests may need their current version); warn when a mutated file changed since the fresh run
+    (its mutants are stale)."""
+    for src in (ROOT / PACKAGE).rglob('*.py'):
+        rel = src.relative_to(ROOT).as_posix()
+        if rel in mutated:
+            old = wd / rel
+            if old.is_file() and old.read_bytes() != src.read_bytes():
+                log(f'  WARNING: {rel} changed since the fresh run: its mutants are stale, '
+                    f'run the group without --resume')
+            continue
+        for dest in (wd / rel, wd / 'mutants' / rel):
+            if dest.parent.is_dir() and (not dest.is_file()
+                                         or dest.read_bytes() != src.read_bytes()):
+                shutil.copy2(src, dest)
+
+
 def prepare(group: str, spec: dict, settings: dict, work: Path, exclude_tests: List[str],
             only_files: List[str]) -> Tuple[Path, List[str], List[str]]:
     """Copy the tree into ``work/group`` and write its mutmut configuration."""
     files = [f for f in spec['files'] if (ROOT / f).is_file()
              and (not only_files or any(o in f for o in only_files))]
-    wanted = list(spec['tests'])
-    if not spec.get('optional'):
-        wanted += [t for t in settings.get('common_tests', []) if t not in wanted]
-    tests = [t for t in wanted if (ROOT / t).exists()
-             and not any(t == e or t.startswith(e.rstrip('/') + '/') for e in exclude_tests)]
+    tests = group_tests(spec, settings, exclude_tests)
     wd = work / group
     if wd.exists():
         shutil.rmtree(wd)
@@ -213,11 +249,30 @@ def run_group(wd: Path, files: List[str], jobs: int, log,
     if proc.returncode != 0:
         tail = (wd / 'mutmut.log').read_text(errors='replace')[-3000:]
         log(f'  mutmut run failed (exit {proc.returncode}); end of {wd / "mutmut.log"}:\n{tail}')
-    return collect(wd, files, log)
+    return collect_mutmut(wd, files, log)
+
+
+def save_results(wd: Path, results: Dict[str, Dict[str, dict]]) -> None:
+    (wd / 'results.json').write_text(json.dumps(results))
 
 
 def collect(wd: Path, files: List[str], log) -> Dict[str, Dict[str, dict]]:
-    """Status (and diff, when not killed) of every mutant of ``files`` in a group's work dir."""
+    """Status (and diff, when not killed) of every mutant of ``files`` in a group's work dir;
+    mutants that mutmut reports "not checked" (it forgets its results when its test selection
+    changes on ``--resume``) keep the status saved by the last run in ``results.json``."""
+    results = collect_mutmut(wd, files, log)
+    saved = wd / 'results.json'
+    if saved.is_file():
+        old = json.loads(saved.read_text())
+        for path, rows in results.items():
+            for name, r in rows.items():
+                if r['status'] == 'not checked' and name in old.get(path, {}):
+                    rows[name] = old[path][name]
+    return results
+
+
+def collect_mutmut(wd: Path, files: List[str], log) -> Dict[str, Dict[str, dict]]:
+    """Status (and diff, when not killed) of every mutant of ``files`` as mutmut has it."""
     res = subprocess.run([sys.executable, '-c', _COLLECT, *files], cwd=wd,
                          capture_output=True, text=True)
     marker = '@@MUTATION-JSON@@'
@@ -229,6 +284,8 @@ def collect(wd: Path, files: List[str], log) -> Dict[str, Dict[str, dict]]:
 
 
 def summarize(results: Dict[str, Dict[str, dict]], equivalents: Dict[tuple, str]):
+    """Per file: counts of mutants / killed (incl. timeouts) / survived / equivalent; the
+    survivors not listed as equivalent."""
     rows, survivors = [], []
     for path, mutants in results.items():
         c = dict(mutants=len(mutants), killed=0, survived=0, equivalent=0)
@@ -245,6 +302,16 @@ def summarize(results: Dict[str, Dict[str, dict]], equivalents: Dict[tuple, str]
                 survivors.append((path, name, r))
         rows.append((path, c))
     return rows, survivors
+
+
+def stale_equivalents(results: Dict[str, Dict[str, dict]],
+                      equivalents: Dict[tuple, str]) -> List[tuple]:
+    """Equivalence entries of the files in ``results`` that match no surviving mutant any more
+    (the code or the mutant changed): they should be removed or updated."""
+    used = {signature(path, name, r['diff']) for path, mutants in results.items()
+            for name, r in mutants.items()
+            if r['status'] not in ('killed', 'timeout', 'caught by type check', 'not checked')}
+    return [sig for sig in equivalents if sig[0] in results and sig not in used]
 
 
 def score(c: dict) -> float:
@@ -268,7 +335,8 @@ def main(argv=None) -> int:
                              'equivalents list)')
     parser.add_argument('--resume', action='store_true',
                         help='keep the results in --work-dir, copy the current tests in and '
-                             're-test the --mutants given (default: the survivors)')
+                             're-test the --mutants given (default: the survivors) '
+                             'with the group\'s current test files')
     parser.add_argument('--config', default=str(CONFIG))
     parser.add_argument('--list', action='store_true', help='print groups and exit')
     parser.add_argument('--fail-under', type=float, default=None,
@@ -293,7 +361,7 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, flush=True)
 
-    table, all_survivors, start = [], [], time.time()
+    table, all_survivors, start, failed = [], [], time.time(), False
     for g in names:
         t0 = time.time()
         if args.report:  # re-read the results of an earlier run in the work dir
@@ -311,12 +379,32 @@ def main(argv=None) -> int:
                 shutil.copytree(ROOT / 'tests', dest, ignore=_ignore, dirs_exist_ok=True)
             files = [f for f in groups[g]['files'] if (wd / 'mutants' / (f + '.meta')).is_file()
                      and (not args.files or any(o in f for o in args.files))]
+            # test files added since the fresh run (and --exclude-tests) count too
+            set_test_selection(wd, group_tests(groups[g], settings, args.exclude_tests))
+            refresh_package(wd, [f for f in groups[g]['files']
+                                 if (wd / 'mutants' / (f + '.meta')).is_file()], log)
+            before = collect(wd, files, log)
             names = list(args.mutants)
             if not names:  # re-test the survivors of the last run
-                names = [n for rows in collect(wd, files, log).values() for n, r in rows.items()
+                names = [n for rows in before.values() for n, r in rows.items()
                          if r['status'] not in ('killed', 'timeout', 'not checked')]
             log(f'[{g}] resuming in {wd}: re-testing {len(names) if not args.mutants else names}')
-            results = run_group(wd, files, jobs, log, names) if names else collect(wd, files, log)
+            results = run_group(wd, files, jobs, log, names) if names else before
+            retested = lambda n: any(fnmatch.fnmatchcase(n, pat) for pat in names)  # noqa: E731
+            unchecked = [n for rows in results.values() for n, r in rows.items()
+                         if retested(n) and r['status'] == 'not checked']
+            if unchecked:  # e.g. mutmut's stats pass failed: nothing was re-tested
+                log(f'[{g}] ERROR: {len(unchecked)} re-tested mutants were not run (see '
+                    f'{wd / "mutmut.log"}: a failing test stops mutmut\'s stats pass)')
+                failed = True
+            # mutmut forgets its results when its test selection changes: the mutants not
+            # re-tested keep those of the earlier run
+            for path, rows in results.items():
+                for n, r in rows.items():
+                    if (r['status'] == 'not checked' and not retested(n)
+                            and n in before.get(path, {})):
+                        rows[n] = before[path][n]
+            save_results(wd, results)
         else:
             wd, files, tests = prepare(g, groups[g], settings, work, args.exclude_tests,
                                        args.files)
@@ -331,7 +419,18 @@ def main(argv=None) -> int:
                 if skipped:
                     log(f'  not mutated (decorated) in {f}: {"; ".join(skipped)}')
             results = run_group(wd, files, jobs, log, args.mutants)
+            save_results(wd, results)
+            unchecked = sum(r['status'] == 'not checked' for rows in results.values()
+                            for r in rows.values())
+            if not results or (unchecked and not args.mutants):
+                log(f'[{g}] ERROR: {unchecked} mutants were not tested (see '
+                    f'{wd / "mutmut.log"}: a failing test stops mutmut\'s stats pass)')
+                failed = True
         rows, survivors = summarize(results, equivalents)
+        if not args.mutants:  # a partial run cannot tell which entries are unused
+            for sig in stale_equivalents(results, equivalents):
+                log(f'  stale equivalence entry (matches no survivor): {sig[0]} :: {sig[1]} '
+                    f'{" / ".join(sig[2] + sig[3])}')
         table += [(g, p, c) for p, c in rows]
         all_survivors += survivors
         with open(wd / 'survivors.txt', 'w') as f:
@@ -359,7 +458,7 @@ def main(argv=None) -> int:
             print(f'\n[{r["status"]}] {name}\n{r["diff"].strip()}')
     if args.fail_under is not None and score(total) < args.fail_under:
         return 1
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':

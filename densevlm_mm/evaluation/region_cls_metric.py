@@ -1,6 +1,7 @@
 """Region classification metric of the paper's Table 5 (Boxes / Masks-T / Masks-S, spec §6.3)."""
 import json
 import math
+import numbers
 import os
 import os.path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -130,7 +131,8 @@ class RegionClassificationMetric(BaseMetric):
                  prefix: Optional[str] = None,
                  collect_dir: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
-        self.topk = (int(topk), ) if isinstance(topk, int) else tuple(int(k) for k in topk)
+        self.topk = ((int(topk), ) if isinstance(topk, numbers.Integral)
+                     else tuple(int(k) for k in topk))
         self.reference_rounding = reference_rounding
         self.model_name = model_name
         self.out_file = out_file

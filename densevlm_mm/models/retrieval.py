@@ -5,6 +5,7 @@ computed once per step: its output carries the teacher logits, probabilities, la
 confidences *and* the settings, so the losses score the student in the same space
 (:func:`class_logits` with the retrieval's ``tau`` / ``normalize_text``) without retrieving again.
 """
+import contextlib
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -146,9 +147,11 @@ class RegionRetriever(FrozenTeacher):
             ``normalize_text``.
         """
         enabled = self.precision != 'fp32'
+        # inference_mode(False) would switch grad mode back on inside no_grad: only enter it on
+        fast = torch.inference_mode() if self.inference_mode else contextlib.nullcontext()
         with torch.no_grad():  # a block, not a decorator: mutmut mutates it
-            with torch.inference_mode(self.inference_mode), torch.autocast(
-                    images.device.type, dtype=_DTYPES[self.precision], enabled=enabled):
+            with fast, torch.autocast(images.device.type, dtype=_DTYPES[self.precision],
+                                      enabled=enabled):
                 dense = self.backbone.dense_features(images)
                 feats = self.backbone.roi_features(dense, boxes)
             feats = feats.float()

@@ -39,7 +39,9 @@ def draw_grid_patch_view(image: np.ndarray, boxes, labels: Sequence[Union[int, s
         labels: ``[K]`` class indices into ``class_names``, or names.
         confidences: ``[K]`` confidence of the retrieved class (e.g. the teacher's softmax max).
         class_names: names for integer labels.
-        theta: cells with confidence ``<= theta`` are drawn as low-confidence (hatched, grey).
+        theta: cells with confidence ``<= theta`` are drawn as low-confidence (hatched, grey);
+            compared in the confidences' float precision, like the loss (fp32 for the
+            retriever's ``conf``).
         out_file: PNG path to save.
         size: ``(W, H)`` of the figure in pixels; default keeps the image's aspect, longest side 800.
     """
@@ -47,7 +49,12 @@ def draw_grid_patch_view(image: np.ndarray, boxes, labels: Sequence[Union[int, s
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f'image must be [H, W, 3], got {image.shape}')
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
+    raw = np.asarray(confidences)
+    conf = raw.astype(np.float64).reshape(-1)
+    # θ in the confidences' own precision, as the loss compares them (an fp32 confidence equal
+    # to fp32(θ) is not above θ there, though it is above the float64 θ)
+    precision = raw.dtype.type if np.issubdtype(raw.dtype, np.floating) else np.float64
+    above = conf > float(precision(theta))
     labels = list(np.asarray(labels).reshape(-1).tolist())
     if not (len(boxes) == len(labels) == len(conf)):
         raise ValueError(f'{len(boxes)} boxes, {len(labels)} labels and {len(conf)} confidences')
@@ -72,10 +79,10 @@ def draw_grid_patch_view(image: np.ndarray, boxes, labels: Sequence[Union[int, s
     uniq = sorted(set(names))
     colour = {n: palette(i % 20) for i, n in enumerate(uniq)}
     px_per_unit = size[0] / w
-    for (x0, y0, x1, y1), name, c in zip(boxes, names, conf):
+    for (x0, y0, x1, y1), name, c, keep in zip(boxes, names, conf, above):
         cell_px = min(x1 - x0, y1 - y0) * px_per_unit
         font = float(np.clip(cell_px / 7, 4, 12))
-        if c > theta:
+        if keep:
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.5,
                                    edgecolor=colour[name]))
             ax.text((x0 + x1) / 2, (y0 + y1) / 2, f'{name}\n{c:.2f}', ha='center', va='center',
@@ -87,7 +94,7 @@ def draw_grid_patch_view(image: np.ndarray, boxes, labels: Sequence[Union[int, s
             ax.text((x0 + x1) / 2, (y0 + y1) / 2, f'{name}\n{c:.2f}', ha='center', va='center',
                     fontsize=font, color=(0.85, 0.85, 0.85), style='italic', clip_on=True)
     if title is not False:
-        kept = int((conf > theta).sum())
+        kept = int(above.sum())
         fig.suptitle(title or f'grid {len(boxes)} cells, {kept} above θ = {theta:g} '
                      '(hatched: discarded)', fontsize=10, y=0.985)
     return finish(fig, size, out_file)

@@ -44,7 +44,13 @@ def main(argv=None):
     for key in ('labels', 'class_names', 'class_is_thing'):
         if key not in data:
             sys.exit(f'{args.predictions}: missing "{key}" (has {sorted(data.files)})')
-    draw_confusion_matrix(data['labels'], pred, [str(n) for n in data['class_names']],
+    labels = data['labels']
+    scored = pred >= 0  # the metric stores -1 for a region whose mask is empty (no feature)
+    if not scored.all():
+        print(f'skipped {int((~scored).sum())} of {scored.size} regions without a prediction '
+              f'(-1: empty masks; the metric counts them as misclassified)')
+        labels, pred = labels[scored], pred[scored]
+    draw_confusion_matrix(labels, pred, [str(n) for n in data['class_names']],
                           data['class_is_thing'], mode=args.mode, top_n=args.top_n or None,
                           out_file=args.out, size=tuple(args.size), title=args.title)
     print(f'saved {args.out}')
