@@ -47,6 +47,20 @@ def _densevlm_default_scope(request):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_skipped_image_record(monkeypatch):
+    """Every test starts without a skipped-image record (``LoadImageSafe``'s shared counter).
+
+    The record lives in shared memory and forked children keep using their parent's one (that
+    is how dataloader workers report to the main process). Processes forked from one test
+    process, as mutmut's parallel mutants are, would otherwise count each other's skips.
+    """
+    from densevlm_mm.datasets.transforms import loading
+    monkeypatch.setattr(loading, '_RECORD', None)
+    monkeypatch.setattr(loading, '_RECORD_PID', None)
+    yield
+
+
 @pytest.fixture(scope='session')
 def demo(tmp_path_factory):
     """Root of a tiny-demo set-up shared by the model tests (4 synthetic images, random tiny
