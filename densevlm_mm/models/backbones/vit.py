@@ -78,7 +78,8 @@ class ViTAdapter(DenseAdapter):
     def _blocks(self, visual: nn.Module, x: Tensor, blocks: Sequence[nn.Module],
                 ckpt: bool, value_only_last: bool = False) -> List[Tensor]:
         """Run ``blocks`` on ``[B, L, C]``, returning every block's output ``[B, L, C]``."""
-        batch_first = getattr(visual.transformer, 'batch_first', True)
+        # open_clip < 2.24 has no ``batch_first``: its blocks run sequence-first ([L, B, C])
+        batch_first = getattr(visual.transformer, 'batch_first', False)
         outs = []
         for k, blk in enumerate(blocks):
             if value_only_last and k == len(blocks) - 1:
