@@ -186,16 +186,18 @@ class FViTBBoxHead(ConvFCBBoxHead):
         if unknown:
             raise ValueError(f'base_classes {unknown[:5]} are not classes of {text_embeddings!r}')
         train_mask = torch.tensor([n in base for n in names] + [True])
-        if len(names) == num_classes:  # otherwise the classifier reports the mismatch
-            loss_cls = dict(loss_cls or dict(type='mmdet.CrossEntropyLoss', use_sigmoid=False,
-                                             loss_weight=1.0))
-            if loss_cls.get('use_sigmoid', False):
-                raise ValueError('FViTBBoxHead needs a softmax loss_cls (use_sigmoid=False)')
-            if loss_cls.get('class_weight') is None:
-                loss_cls['class_weight'] = [float(m) for m in train_mask[:-1]] + [float(bg_weight)]
-            elif len(loss_cls['class_weight']) != num_classes + 1:
-                raise ValueError(f'loss_cls.class_weight has {len(loss_cls["class_weight"])} '
-                                 f'entries; expected num_classes + 1 = {num_classes + 1}')
+        if len(names) != num_classes:
+            raise ValueError(f'{text_embeddings!r} has {len(names)} classes but the box head has '
+                             f'num_classes={num_classes}; set num_classes={len(names)}.')
+        loss_cls = dict(loss_cls or dict(type='mmdet.CrossEntropyLoss', use_sigmoid=False,
+                                         loss_weight=1.0))
+        if loss_cls.get('use_sigmoid', False):
+            raise ValueError('FViTBBoxHead needs a softmax loss_cls (use_sigmoid=False)')
+        if loss_cls.get('class_weight') is None:
+            loss_cls['class_weight'] = [float(m) for m in train_mask[:-1]] + [float(bg_weight)]
+        elif len(loss_cls['class_weight']) != num_classes + 1:
+            raise ValueError(f'loss_cls.class_weight has {len(loss_cls["class_weight"])} '
+                             f'entries; expected num_classes + 1 = {num_classes + 1}')
         kwargs['loss_cls'] = loss_cls
         super().__init__(*args, **kwargs)
         if self.fc_cls.class_embeddings.shape[0] != self.cls_last_dim:
@@ -295,9 +297,9 @@ class FViTBBoxHead(ConvFCBBoxHead):
             bboxes = self.bbox_coder.decode(roi[..., 1:], bbox_pred, max_shape=img_shape)
         else:
             bboxes = roi[:, 1:].clone()
-            if img_shape is not None:
-                bboxes[:, [0, 2]].clamp_(min=0, max=img_shape[1])
-                bboxes[:, [1, 3]].clamp_(min=0, max=img_shape[0])
+            if img_shape is not None:  # (mmdet's ``bboxes[:, [0, 2]].clamp_`` clamps a copy)
+                bboxes[:, 0::2] = bboxes[:, 0::2].clamp(min=0, max=img_shape[1])
+                bboxes[:, 1::2] = bboxes[:, 1::2].clamp(min=0, max=img_shape[0])
         if rescale and bboxes.size(0) > 0:
             bboxes = scale_boxes(bboxes, [1 / s for s in img_meta['scale_factor']])
         bboxes = get_box_tensor(bboxes)
