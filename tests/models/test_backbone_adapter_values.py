@@ -694,9 +694,11 @@ def test_mask_features_in_pixels_and_epsilon(dense_rn):
     tiny[0, 1, 2] = 1e-12
     got = bb.mask_features(dense[:1], [tiny])
     torch.testing.assert_close(got[0], normed[0, :, 1, 2] / 2, rtol=1e-5, atol=1e-7)
-    # a mask without pixels cannot be pooled
-    with pytest.raises((ValueError, ZeroDivisionError)):
-        bb.mask_features(dense[:1], [torch.ones(2, 0, 4)])
+    # a mask grid without pixels cannot be pooled: a clear error naming the masks
+    for shape in ((2, 0, 4), (2, 4, 0)):
+        with pytest.raises(ValueError, match=r'masks\[0\] must be \[K, h, w\] with h, w > 0'):
+            bb.mask_features(dense[:1], [torch.ones(*shape)])
+    assert bb.mask_features(dense[:1], [torch.ones(0, 3, 4)]).shape == (0, dense.shape[1])
 
 
 def test_mask_pooling_follows_the_map_device(dense_rn):

@@ -379,8 +379,9 @@ class DenseVLMBackbone(BaseModule):
         out = []
         for i, m in enumerate(masks):
             m = torch.as_tensor(m, device=dense.device)
-            if m.dim() != 3:
-                raise ValueError(f'masks[{i}] must be [K, h, w], got shape {tuple(m.shape)}')
+            if m.dim() != 3 or 0 in m.shape[1:]:
+                raise ValueError(f'masks[{i}] must be [K, h, w] with h, w > 0, got shape '
+                                 f'{tuple(m.shape)}')
             if m.shape[0] == 0:
                 continue
             weights = self.mask_weights(m, (h, w), in_pixels).to(dtype)  # [K, h, w]
