@@ -1,5 +1,6 @@
 """Shared test helpers."""
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -61,11 +62,28 @@ def _fresh_skipped_image_record(monkeypatch):
     yield
 
 
+DEMO_IMAGES = 4
+DEMO_ENV = 'DENSEVLM_TEST_DEMO'  # a finished shared demo (tools/mutation.py sets it)
+_DEMO_DONE = '.demo-complete'
+
+
+def prepare_test_demo(root: str) -> str:
+    """The tiny-demo set-up of the ``demo`` fixture in ``root``, marked complete at the end."""
+    from densevlm_mm.apis.tiny_demo import prepare_tiny_demo
+    prepare_tiny_demo(root, num_images=DEMO_IMAGES)
+    Path(root, _DEMO_DONE).touch()
+    return root
+
+
 @pytest.fixture(scope='session')
 def demo(tmp_path_factory):
     """Root of a tiny-demo set-up shared by the model tests (4 synthetic images, random tiny
-    student and P-VLM, their text embeddings); tests must not modify it."""
-    from densevlm_mm.apis.tiny_demo import prepare_tiny_demo
-    root = str(tmp_path_factory.mktemp('tiny_demo'))
-    prepare_tiny_demo(root, num_images=4)
-    return root
+    student and P-VLM, their text embeddings); tests must not modify it.
+
+    When ``$DENSEVLM_TEST_DEMO`` names a finished one (mutation testing prepares it once with
+    the unmutated package, instead of ~7 s in every mutant's pytest session), it is used as is.
+    """
+    shared = os.environ.get(DEMO_ENV)
+    if shared and Path(shared, _DEMO_DONE).is_file():
+        return shared
+    return prepare_test_demo(str(tmp_path_factory.mktemp('tiny_demo')))

@@ -239,10 +239,27 @@ def prepare(group: str, spec: dict, settings: dict, work: Path, exclude_tests: L
     return wd, files, tests
 
 
+def shared_demo(wd: Path, log) -> Path:
+    """The tests' tiny demo (``tests/conftest.py``: ``demo`` fixture), prepared once per work dir
+    with the working tree's (unmutated) package; mutant processes then skip its ~7 s set-up."""
+    root = wd / 'test_demo'
+    if not (root / '.demo-complete').is_file():
+        code = ('import sys; sys.path.insert(0, "tests"); '
+                'from conftest import prepare_test_demo; prepare_test_demo(sys.argv[1])')
+        res = subprocess.run([sys.executable, '-c', code, str(root)], cwd=ROOT,
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            log(f'  could not prepare the shared test demo (each mutant builds its own):\n'
+                f'{res.stderr[-2000:]}')
+    return root
+
+
 def run_group(wd: Path, files: List[str], jobs: int, log,
-              mutants: List[str] = ()) -> Dict[str, Dict[str, dict]]:
+              mutants: List[str] = (), demo: bool = False) -> Dict[str, Dict[str, dict]]:
     env = dict(os.environ, PYTHONHASHSEED='0', OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
                CUDA_VISIBLE_DEVICES='')
+    if demo:
+        env['DENSEVLM_TEST_DEMO'] = str(shared_demo(wd, log))
     cmd = [sys.executable, '-m', 'mutmut', 'run', '--max-children', str(jobs), *mutants]
     with open(wd / 'mutmut.log', 'w') as out:
         proc = subprocess.run(cmd, cwd=wd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -389,7 +406,9 @@ def main(argv=None) -> int:
                 names = [n for rows in before.values() for n, r in rows.items()
                          if r['status'] not in ('killed', 'timeout', 'not checked')]
             log(f'[{g}] resuming in {wd}: re-testing {len(names) if not args.mutants else names}')
-            results = run_group(wd, files, jobs, log, names) if names else before
+            results = (run_group(wd, files, jobs, log, names,
+                                 demo=groups[g].get('share_demo', False))
+                       if names else before)
             retested = lambda n: any(fnmatch.fnmatchcase(n, pat) for pat in names)  # noqa: E731
             unchecked = [n for rows in results.values() for n, r in rows.items()
                          if retested(n) and r['status'] == 'not checked']
@@ -418,7 +437,8 @@ def main(argv=None) -> int:
                 skipped = decorated_functions(ROOT / f)
                 if skipped:
                     log(f'  not mutated (decorated) in {f}: {"; ".join(skipped)}')
-            results = run_group(wd, files, jobs, log, args.mutants)
+            results = run_group(wd, files, jobs, log, args.mutants,
+                                demo=groups[g].get('share_demo', False))
             save_results(wd, results)
             unchecked = sum(r['status'] == 'not checked' for rows in results.values()
                             for r in rows.values())

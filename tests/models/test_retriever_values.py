@@ -117,3 +117,45 @@ def test_inference_mode_returns_ordinary_tensors(demo, inputs, inference_mode):
     assert not torch.is_inference_mode_enabled()
     feats, _, _ = _reference(retriever, *inputs, 0.01, True)
     torch.testing.assert_close(out['feats'], feats, rtol=0, atol=0)
+
+
+def test_embedding_file_of_another_model_is_refused(demo, tmp_path):
+    """The P-VLM checks the file's text tower against its own model name (a file made with the
+    student's, or another model's, text tower would retrieve in the wrong space)."""
+    src = torch.load(osp.join(demo, 'text', 'teacher_vocabulary.pt'),
+                     map_location='cpu', weights_only=True)
+    backbone = dict(type='DenseVLMBackbone', model_name=TEACHER,
+                    pretrained=osp.join(demo, 'checkpoints', 'teacher.pt'))
+    other = tmp_path / 'other.pt'
+    torch.save(dict(src, model_name='another-model'), other)
+    with pytest.raises(ValueError, match=rf"text tower of 'another-model'.*{TEACHER}"):
+        RegionRetriever(backbone, str(other))
+    same = tmp_path / 'same.pt'
+    torch.save(dict(src, model_name=TEACHER), same)
+    assert RegionRetriever(backbone, str(same)).class_names == list(src['class_names'])
+
+
+class _NamelessBackbone(torch.nn.Module):
+    """A duck-typed P-VLM backbone without ``model_name`` (e.g. a user's own tower)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.embed_dim = inner.embed_dim
+
+    def dense_features(self, images):
+        return self.inner.dense_features(images)
+
+    def roi_features(self, dense, boxes):
+        return self.inner.roi_features(dense, boxes)
+
+
+def test_backbone_without_a_model_name_skips_the_model_check(demo, inputs, tmp_path):
+    named = _retriever(demo)
+    src = torch.load(osp.join(demo, 'text', 'teacher_vocabulary.pt'), map_location='cpu',
+                     weights_only=True)
+    other = tmp_path / 'other.pt'
+    torch.save(dict(src, model_name='another-model'), other)
+    retriever = RegionRetriever(_NamelessBackbone(named.backbone), str(other))
+    images, boxes = inputs
+    torch.testing.assert_close(retriever(images, boxes)['logits'], named(images, boxes)['logits'])
