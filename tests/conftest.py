@@ -62,6 +62,17 @@ def _fresh_skipped_image_record(monkeypatch):
     yield
 
 
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures(...)``): the tiny
+    models' ops are too small for two threads, and far slower on a loaded machine."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 DEMO_IMAGES = 4
 DEMO_ENV = 'DENSEVLM_TEST_DEMO'  # a finished shared demo (tools/mutation.py sets it)
 _DEMO_DONE = '.demo-complete'

@@ -22,12 +22,7 @@ ATOL = dict(atol=1e-9, rtol=1e-9)  # float64 throughout: small effects stay visi
 ATOL_UP = dict(atol=1e-6, rtol=1e-6)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _randomize(module: torch.nn.Module, seed: int = 0, std: float = 0.3) -> None:

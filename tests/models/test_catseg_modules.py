@@ -22,13 +22,7 @@ PREPROCESSOR = dict(type='mmseg.SegDataPreProcessor', mean=[122.8, 116.7, 104.1]
                     std=[68.5, 66.6, 70.3], bgr_to_rgb=True, size=(64, 64))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    """The tiny models' ops are too small for two threads (and far slower on a loaded box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 
