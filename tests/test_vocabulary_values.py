@@ -12,7 +12,9 @@ import torch
 from densevlm_mm.vocabulary import (BUNDLED_DIR, Vocabulary, check_class_names,
                                     load_vocabulary, vocabulary_from_lists)
 
-REFERENCE_VOCAB = '/work/shared/reference/vocab'
+# the project's shared reference folder sits beside the checkout (../shared)
+REFERENCE_VOCAB = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'shared',
+                           'reference', 'vocab')
 
 
 def _raw(name: str) -> list:

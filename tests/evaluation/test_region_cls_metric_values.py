@@ -64,7 +64,7 @@ def logs(monkeypatch):
 
 
 # ------------------------------------------------------------------------------ construction
-def test_defaults_and_topk_forms():
+def test_defaults_and_topk_forms(tmp_path):
     m = RegionClassificationMetric()
     assert m.topk == (1, 5) and m.reference_rounding is None
     assert m.out_file is None and m.save_predictions is None
@@ -76,7 +76,8 @@ def test_defaults_and_topk_forms():
     assert ks == (1, 2) and all(type(k) is int for k in ks)
     m = RegionClassificationMetric(collect_device='gpu', prefix='coco')
     assert (m.collect_device, m.prefix) == ('gpu', 'coco')
-    assert RegionClassificationMetric(collect_dir='/tmp/x').collect_dir == '/tmp/x'
+    collect_dir = str(tmp_path / 'collect')
+    assert RegionClassificationMetric(collect_dir=collect_dir).collect_dir == collect_dir
 
 
 def test_prefix_reaches_the_keys():
