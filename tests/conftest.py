@@ -20,6 +20,19 @@ def load_panoptic_fixtures():
     return sys.modules[name]
 
 
+def load_tool(relpath: str):
+    """A ``tools/`` script (``relpath`` under ``tools/``, e.g. ``'analysis/benchmark.py'``) as a
+    fresh module; its folder goes on ``sys.path`` for the script's own sibling imports."""
+    path = Path(__file__).resolve().parent.parent / 'tools' / relpath
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    name = 'densevlm_tool_' + relpath[:-len('.py')].replace('/', '_')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # Test modules of the mmdet / mmseg models: their Runners set and rely on their own scope.
 _DOWNSTREAM = ('fvit', 'san', 'catseg', 'ov_detection', 'seg_datasets', 'test_demo',
                'test_apis')

@@ -394,12 +394,11 @@ def main(argv=None) -> int:
             wd = work / g
             for dest in (wd / 'tests', wd / 'mutants' / 'tests'):
                 shutil.copytree(ROOT / 'tests', dest, ignore=_ignore, dirs_exist_ok=True)
-            files = [f for f in groups[g]['files'] if (wd / 'mutants' / (f + '.meta')).is_file()
-                     and (not args.files or any(o in f for o in args.files))]
+            mutated = [f for f in groups[g]['files'] if (wd / 'mutants' / (f + '.meta')).is_file()]
+            files = [f for f in mutated if not args.files or any(o in f for o in args.files)]
             # test files added since the fresh run (and --exclude-tests) count too
             set_test_selection(wd, group_tests(groups[g], settings, args.exclude_tests))
-            refresh_package(wd, [f for f in groups[g]['files']
-                                 if (wd / 'mutants' / (f + '.meta')).is_file()], log)
+            refresh_package(wd, mutated, log)
             before = collect(wd, files, log)
             names = list(args.mutants)
             if not names:  # re-test the survivors of the last run

@@ -147,7 +147,8 @@ class RegionRetriever(FrozenTeacher):
             ``normalize_text``.
         """
         enabled = self.precision != 'fp32'
-        # inference_mode(False) would switch grad mode back on inside no_grad: only enter it on
+        # inference_mode(False) would switch grad mode back on inside no_grad: enter it only
+        # when asked for
         fast = torch.inference_mode() if self.inference_mode else contextlib.nullcontext()
         with torch.no_grad():  # a block, not a decorator: mutmut mutates it
             with fast, torch.autocast(images.device.type, dtype=_DTYPES[self.precision],

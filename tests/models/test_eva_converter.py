@@ -95,14 +95,8 @@ def test_cli(tmp_path, eva, monkeypatch, capsys):
 
 # ----------------------------------------------------------------- open_clip -> EVA-CLIP fork
 def _reverse_cli():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[2] / 'tools' / 'model_converters' / \
-        'open_clip_to_eva_clip.py'
-    spec = importlib.util.spec_from_file_location('densevlm_tool_open_clip_to_eva_clip', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_tool
+    return load_tool('model_converters/open_clip_to_eva_clip.py')
 
 
 @pytest.mark.parametrize('name', ['densevlm-tiny-eva02', 'densevlm-tiny-eva02-teacher'])

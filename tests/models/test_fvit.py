@@ -308,12 +308,8 @@ def test_tools_test_py_runs_the_tiny_config_unchanged(stage, demo_root, tmp_path
     student = tmp_path / 'work_dirs' / 'tiny_demo' / 'train' / 'epoch_5.pth'
     if not student.exists():
         student.symlink_to(osp.join(demo_root, 'checkpoints', 'student.pt'))
-    if TOOLS not in sys.path:
-        sys.path.insert(0, TOOLS)
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('densevlm_tools_test', osp.join(TOOLS, 'test.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from conftest import load_tool
+    tool = load_tool('test.py')
     out = tmp_path / 'preds.pkl'
     tool.main([osp.join(REPO, 'configs', 'fvit', 'fvit_tiny_demo.py'), stage['checkpoint'],
                '--work-dir', str(tmp_path / 'test_run'), '--out', str(out)])

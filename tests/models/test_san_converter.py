@@ -177,12 +177,9 @@ def test_san_text_rows_equal_densevlm_text_embeddings():
 
 
 def test_converter_tool(tmp_path):
-    import importlib.util
+    from conftest import load_tool
+    tool = load_tool('model_converters/open_clip_to_san.py')
     repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-    spec = importlib.util.spec_from_file_location(
-        'open_clip_to_san', osp.join(repo, 'tools', 'model_converters', 'open_clip_to_san.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     model, _ = tiny_clip(False)
     base = str(tmp_path / 'base.pt')
     torch.save(model.state_dict(), base)

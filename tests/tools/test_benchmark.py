@@ -1,9 +1,7 @@
 """tools/analysis/benchmark.py on the tiny demo config: the train table (phases, spread, FLOPs,
 matmul rate, reference comparison) and the eval table; benchmark_step.py's old command lines."""
-import importlib.util
 import math
 import os.path as osp
-import sys
 
 import pytest
 
@@ -13,12 +11,8 @@ TINY_FAST = osp.join(ROOT, 'configs', 'densevlm', 'densevlm_tiny_demo_fast.py')
 
 
 def _tool(name):
-    path = osp.join(ROOT, 'tools', 'analysis', f'{name}.py')
-    sys.path.insert(0, osp.dirname(path))
-    spec = importlib.util.spec_from_file_location(f'densevlm_tool_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_tool
+    return load_tool(f'analysis/{name}.py')
 
 
 @pytest.fixture(scope='module')

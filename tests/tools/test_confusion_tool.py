@@ -1,20 +1,12 @@
 """tools/analysis/confusion_matrix.py on a metric npz with empty-mask regions (-1 predictions)."""
-import importlib.util
-import os.path as osp
-
 import numpy as np
 import pytest
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
 def tool():
-    path = osp.join(ROOT, 'tools', 'analysis', 'confusion_matrix.py')
-    spec = importlib.util.spec_from_file_location('densevlm_tool_confusion_matrix', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_tool
+    return load_tool('analysis/confusion_matrix.py')
 
 
 def test_empty_mask_regions_are_skipped_and_counted(tool, tmp_path, capsys, monkeypatch):

@@ -1,6 +1,5 @@
 """tools/demo.py on tiny models and generated images: every mode writes PNGs of the image's size;
 bad inputs give clear errors or counted skips; the `make demo` picture stage."""
-import importlib.util
 import json
 import shutil
 import sys
@@ -15,16 +14,14 @@ TOOLS = Path(__file__).resolve().parents[2] / 'tools'
 H, W = 48, 80
 
 
-def _tool(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _tool(relpath):
+    from conftest import load_tool
+    return load_tool(relpath)
 
 
 @pytest.fixture(scope='module')
 def demo_tool():
-    return _tool('densevlm_tool_demo', TOOLS / 'demo.py')
+    return _tool('demo.py')
 
 
 @pytest.fixture(scope='module')
@@ -219,7 +216,7 @@ def test_picture_stage_of_make_demo(demo, tmp_path):
                ckpt)
     sys.path.insert(0, str(TOOLS))
     try:
-        picture = _tool('densevlm_demo_stage_picture', TOOLS / 'demo_stages' / 'picture.py')
+        picture = _tool('demo_stages/picture.py')
         lines = []
         pngs = picture.run(str(root), str(ckpt),
                            str(TOOLS.parent / 'configs' / 'densevlm' / 'densevlm_tiny_demo.py'),

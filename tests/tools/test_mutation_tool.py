@@ -1,6 +1,5 @@
 """tools/mutation.py without running mutmut: mutant names, equivalence blocks, counting and score,
 stale entries, decorated functions, and the configuration's files and tests on disk."""
-import importlib.util
 import os.path as osp
 from pathlib import Path
 
@@ -19,11 +18,8 @@ DIFF = '''--- densevlm_mm/a.py
 
 @pytest.fixture(scope='module')
 def mutation():
-    spec = importlib.util.spec_from_file_location('densevlm_tool_mutation',
-                                                  ROOT / 'tools' / 'mutation.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_tool
+    return load_tool('mutation.py')
 
 
 def test_function_of_mutant_names(mutation):

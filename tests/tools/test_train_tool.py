@@ -5,7 +5,6 @@ about a second; most of a run's few seconds are imports. Runs that several tests
 module-scoped fixtures.
 """
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -196,11 +195,8 @@ def test_test_tool_rejects_a_non_pickle_out(full_run):
 
 
 def _load_test_tool():
-    spec = importlib.util.spec_from_file_location('densevlm_tools_test',
-                                                  REPO_ROOT / 'tools' / 'test.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_tool
+    return load_tool('test.py')
 
 
 def test_show_dir_sets_the_visualization_hook(capsys):

@@ -1,7 +1,5 @@
 """Figures (confusion, grid-patch view, similarity heat maps) and their CLIs write PNGs of the
 requested pixel size."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +10,6 @@ from densevlm_mm.visualization import (confusion_matrix, draw_confusion_matrix,
                                        draw_grid_patch_view, draw_similarity_heatmaps, grid_boxes,
                                        similarity_maps, stuff_as_thing_matrix)
 
-TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'analysis'
 NAMES = ['person', 'car', 'dog', 'road', 'sky', 'grass']
 IS_THING = [True, True, True, False, False, False]
 
@@ -25,10 +22,8 @@ def _png_size(path) -> tuple:
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(f'densevlm_tool_{name}', TOOLS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_tool
+    return load_tool(f'analysis/{name}.py')
 
 
 def _image(h=48, w=64):
