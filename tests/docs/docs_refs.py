@@ -346,3 +346,31 @@ def tool_parser(relpath: str) -> argparse.ArgumentParser:
 def parser_options(parser: argparse.ArgumentParser) -> Set[str]:
     """Every option string (``--x``, ``-x``) of ``parser``."""
     return {s for action in parser._actions for s in action.option_strings}
+
+
+def figures() -> Dict[str, int]:
+    """What the docs tests check, counted (``python tests/docs/docs_refs.py`` prints it)."""
+    docs = {p: parse(p) for p in markdown_files()}
+    basenames = tool_files()
+    links = [(d, h) for d in docs.values() for _, h in d.links if not is_external(h)]
+    code = [c for d in docs.values() for c in d.code]
+    commands = [cmd for c in code for cmd in tool_commands(c, basenames)]
+    runnable = [ln.split('#', 1)[0].strip() for ln in (DOCS / '_runnable.txt').read_text().splitlines()]
+    blocks = [c for page in runnable if page and (DOCS / page).is_file()
+              for c in parse(DOCS / page).code if c.block and c.lang in ('python', 'py', 'python3')]
+    return {'markdown files': len(docs),
+            'relative links': len(links),
+            'links with an anchor': sum('#' in h for _, h in links),
+            'path tokens': sum(1 for c in code for _ in path_tokens(c)),
+            'distinct paths': len({t for c in code for t in path_tokens(c)}),
+            'tool commands': len(commands),
+            'tool commands with options': sum(bool(o) for *_, o in commands),
+            'options checked': sum(len(o) for *_, o in commands),
+            'distinct (tool, option) pairs': len({(target_tool(t), x) for _, t, o in commands for x in o}),
+            'python blocks in runnable pages': len(blocks),
+            'of them run': sum(b.not_runnable is None for b in blocks)}
+
+
+if __name__ == '__main__':
+    for key, value in figures().items():
+        print(f'{key}: {value}')
