@@ -9,6 +9,9 @@
 # Multi-node: run on every node with NNODES, NODE_RANK (0..NNODES-1), MASTER_ADDR (the address of
 # node 0) and PORT (a free port there) set the same way, e.g.
 #   NNODES=2 NODE_RANK=0 PORT=29500 MASTER_ADDR=10.0.0.1 bash tools/dist_train.sh CONFIG 8
+#
+# DENSEVLM_TOOL names another script of tools/ taking CONFIG and --launcher (the region cache pass:
+# tools/dist_build_region_cache.sh).
 set -e
 
 CONFIG=$1
@@ -29,6 +32,6 @@ PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
     --master_addr=$MASTER_ADDR \
     --nproc_per_node=$GPUS \
     --master_port=$PORT \
-    "$(dirname "$0")/train.py" \
+    "$(dirname "$0")/${DENSEVLM_TOOL:-train.py}" \
     "$CONFIG" \
     --launcher pytorch "${@:3}"

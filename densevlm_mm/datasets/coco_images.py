@@ -16,7 +16,8 @@ class CocoImageDataset(UnlabeledImageDataset):
 
     Images without annotations are included, as in the reference (118,287 images for
     ``instances_train2017.json``); annotations are not read. The file is parsed with the ``json``
-    module (no index is built). Samples are ``dict(img_path, img_id, height, width)``.
+    module (no index is built). Samples are ``dict(img_path, img_id, height, width, image_key)``,
+    ``image_key`` being the json's ``file_name`` (the region cache's key).
 
     Args:
         ann_file: the COCO json (joined with ``data_root`` when relative).
@@ -74,7 +75,8 @@ class CocoImageDataset(UnlabeledImageDataset):
             seen.add(info['id'])
             data_list.append(
                 dict(img_path=osp.join(img_dir, info['file_name']), img_id=info['id'],
-                     height=info.get('height'), width=info.get('width')))
+                     height=info.get('height'), width=info.get('width'),
+                     image_key=info['file_name']))
         if self.train_ratio < 1:
             keep = max(1, int(round(len(data_list) * self.train_ratio)))
             chosen = np.sort(np.random.default_rng(self.seed).permutation(len(data_list))[:keep])

@@ -7,10 +7,13 @@ import errno
 import os.path as osp
 from typing import List, Sequence
 
+import numpy as np
 from mmengine.dataset import BaseDataset
 from mmpretrain.datasets.custom import CustomDataset
 
 from densevlm_mm.registry import DATASETS
+
+from .data_epoch import data_epoch_record, sample_seed
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
@@ -22,13 +25,28 @@ class UnlabeledImageDataset(BaseDataset):
     is drawn, as mmengine's :class:`BaseDataset` does, but the failure is explained: after
     ``max_refetch`` failures in a row, or once every index has failed, a ``RuntimeError`` names the
     data source and the last path tried. Subclasses set ``self.source`` (what to name) and
-    implement ``load_data_list``.
+    implement ``load_data_list``; each sample's ``image_key`` (its path relative to the data set)
+    keys the P-VLM region cache.
+
+    The index tried instead of a failed one comes from the dataset's own generator, seeded by the
+    Runner's seed, the epoch, the failed index and the attempt (:meth:`retry_index`), not from
+    numpy's global random state (mmengine's ``_rand_another``): the same in every dataloader
+    worker and after an exact resume.
     """
 
     source: str = ''
 
     def __init__(self, *args, max_refetch: int = 100, **kwargs) -> None:
+        self._epoch_record = data_epoch_record()  # spawned workers share the parent's record
         super().__init__(*args, max_refetch=max_refetch, **kwargs)
+
+    def retry_index(self, idx: int, attempt: int) -> int:
+        """The index read after ``idx`` failed, at retry ``attempt`` (0, 1, ...): a function of
+        ``(seed, epoch, idx, attempt)`` with the epoch and seed published by ``tools/train.py``
+        (epoch 0, seed 0 before that)."""
+        epoch, seed = self._epoch_record.get() or (0, 0)
+        rng = np.random.default_rng(sample_seed(seed, epoch, int(idx), salt=attempt + 1))
+        return int(rng.integers(len(self)))
 
     def __getitem__(self, idx: int) -> dict:
         if self.test_mode:
@@ -36,14 +54,14 @@ class UnlabeledImageDataset(BaseDataset):
         if not self._fully_initialized:
             self.full_init()
         failed = set()
-        for _ in range(self.max_refetch + 1):
+        for attempt in range(self.max_refetch + 1):
             data = self.prepare_data(idx)
             if data is not None:
                 return data
             failed.add(idx)
             if len(failed) >= len(self):
                 break
-            idx = self._rand_another()
+            idx = self.retry_index(idx, attempt)
         everything = len(failed) >= len(self)
         last = self.get_data_info(idx).get('img_path', f'index {idx}')
         what = (f'none of the {len(self)} images' if everything else
@@ -59,7 +77,8 @@ class ImageFolderDataset(UnlabeledImageDataset, CustomDataset):
     """All images under ``data_root`` (recursive, sorted by relative path): mmpretrain's
     :class:`~mmpretrain.datasets.CustomDataset` with ``with_label=False``.
 
-    Each sample is ``dict(img_path=...)`` for :class:`LoadImageSafe`. Extensions are matched
+    Each sample is ``dict(img_path, image_key)`` for :class:`LoadImageSafe`, ``image_key`` being
+    the path relative to ``data_root`` with ``/`` separators. Extensions are matched
     case-insensitively (given with or without the dot); hidden files *and folders* (names
     starting with ``.``) are ignored; symbolic links to folders are followed (a link loop raises
     an ``OSError`` naming it).
@@ -94,7 +113,11 @@ class ImageFolderDataset(UnlabeledImageDataset, CustomDataset):
         if not osp.isdir(root):
             raise FileNotFoundError(f'{type(self).__name__}: image folder not found: {root!r}')
         try:
-            return super().load_data_list()
+            data_list = super().load_data_list()
+            for info in data_list:
+                rel = osp.relpath(info['img_path'], self.img_prefix)
+                info['image_key'] = rel.replace(osp.sep, '/')
+            return data_list
         except RuntimeError as exc:  # mmpretrain: "Found 0 files in subfolders of ..."
             raise FileNotFoundError(
                 f'{type(self).__name__}: no image file ({", ".join(sorted(self.extensions))}) '

@@ -128,7 +128,7 @@ class SA1BShardDataset(IterableDataset):
     """SA-1B (or any webdataset-style image tar) streamed through the training pipeline.
 
     Each sample given to the pipeline is ``dict(img_bytes=<encoded image>, img_path=
-    '<shard>/<key>.jpg', sample_idx, shard)`` (plus ``sa1b_ann``, the parsed json, with
+    '<shard>/<key>.jpg', sample_idx, shard, image_key='<shard file name>/<key>.jpg')`` (plus ``sa1b_ann``, the parsed json, with
     ``with_annotations=True``); :class:`LoadImageSafe` decodes ``img_bytes``. Samples the pipeline
     rejects (``None``: unreadable or too small images, counted by ``LoadImageSafe``) are skipped.
 
@@ -333,7 +333,8 @@ class SA1BShardDataset(IterableDataset):
                         continue
                     key = sample['__key__']
                     yield dict(key=key, shard=shard, index=index, img=sample[suffix],
-                               path=f'{shard}/{key}.{suffix}', json=sample.get('json'))
+                               path=f'{shard}/{key}.{suffix}', json=sample.get('json'),
+                               image_key=f'{osp.basename(shard)}/{key}.{suffix}')
 
     def _shuffled(self, samples: Iterable[dict], rng: random.Random) -> Iterator[dict]:
         if not self.shuffle or self.shuffle_buffer <= 1:
@@ -352,7 +353,7 @@ class SA1BShardDataset(IterableDataset):
 
     def _prepare(self, raw: dict) -> Optional[dict]:
         results = dict(img_bytes=raw['img'], img_path=raw['path'], sample_idx=raw['index'],
-                       shard=raw['shard'])
+                       shard=raw['shard'], image_key=raw['image_key'])
         if self.with_annotations:
             try:
                 results['sa1b_ann'] = json.loads(raw['json']) if raw['json'] else None

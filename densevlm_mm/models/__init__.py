@@ -5,6 +5,7 @@ mmdet, mmseg or mmcv ops. :class:`DenseVLM` subclasses mmpretrain's self-supervi
 imports mmcv ops; it is loaded on first use (``densevlm_mm.models.DenseVLM`` or the registry).
 """
 from .backbones import *  # noqa: F401,F403
+from .cached_retrieval import CachedRegionRetriever
 from .crop_teacher import CropTeacher
 from .data_preprocessor import DenseVLMDataPreprocessor
 from .heads import CLIPSelfHead, DenseVLMHead, RegionCLIPHead

@@ -61,13 +61,33 @@ def retrieve(region_feats: Tensor, text: Tensor, tau: float = 0.01,
 def retrieve_regions(region_feats: Tensor, text: Tensor, class_is_thing: Tensor,
                      tau: float = 0.01, normalize_text: bool = True) -> Dict:
     """The retrieval a loss consumes (see :meth:`RegionRetriever.forward` for the keys)."""
-    logits = class_logits(region_feats, text, tau, normalize_text)
+    out = retrieval_from_logits(class_logits(region_feats, text, tau, normalize_text),
+                                class_is_thing, tau, normalize_text)
+    out['text'] = text
+    return out
+
+
+def retrieval_from_logits(logits: Tensor, class_is_thing: Tensor, tau: float = 0.01,
+                          normalize_text: bool = True) -> Dict:
+    """The retrieval of regions whose teacher logits ``[K, C]`` are known (e.g. read from the
+    region cache): the keys of :meth:`RegionRetriever.forward` except ``feats`` and ``text``."""
     probs = logits.softmax(dim=-1)
     conf, labels = probs.max(dim=-1)
     class_is_thing = class_is_thing.to(device=logits.device, dtype=torch.bool)
     return dict(logits=logits, probs=probs, conf=conf, labels=labels,
-                region_is_thing=class_is_thing[labels], text=text,
-                class_is_thing=class_is_thing, tau=tau, normalize_text=normalize_text)
+                region_is_thing=class_is_thing[labels], class_is_thing=class_is_thing, tau=tau,
+                normalize_text=normalize_text)
+
+
+def thing_split(is_thing: Tensor, reference_thing_count: Optional[int], owner: str) -> Tensor:
+    """The classes' thing/stuff split: the file's ``is_thing``, or the reference's off-by-one
+    (classes with index ``< reference_thing_count - 1`` are things, spec §10.1)."""
+    if reference_thing_count is None:
+        return is_thing.clone()
+    reference_thing_count = check_number(
+        reference_thing_count, 'reference_thing_count', owner, low=1, high=len(is_thing),
+        integer=True, example=len(is_thing))
+    return torch.arange(len(is_thing)) < reference_thing_count - 1
 
 
 def refuse_retrieval_settings(owner: str, kwargs: dict) -> None:
@@ -122,12 +142,7 @@ class RegionRetriever(FrozenTeacher):
                                   embed_dim=self.backbone.embed_dim,
                                   expected_model=getattr(self.backbone, 'model_name', None))
         self.class_names: List[str] = list(te.class_names)
-        is_thing = te.is_thing.clone()
-        if reference_thing_count is not None:
-            reference_thing_count = check_number(
-                reference_thing_count, 'reference_thing_count', owner, low=1,
-                high=len(is_thing), integer=True, example=len(is_thing))
-            is_thing = torch.arange(len(is_thing)) < reference_thing_count - 1
+        is_thing = thing_split(te.is_thing, reference_thing_count, owner)
         self.register_buffer('text', te.embeddings.float(), persistent=False)
         self.register_buffer('class_is_thing', is_thing, persistent=False)
         self.tau, self.precision, self.normalize_text = tau, precision, normalize_text

@@ -9,9 +9,9 @@ from mmpretrain.structures import DataSample
 from densevlm_mm.registry import TRANSFORMS
 
 DEFAULT_FIELDS = ('grid_boxes', 'region_boxes', 'region_labels', 'region_is_thing',
-                  'region_masks', 'region_mask_empty', 'region_crops')
+                  'region_masks', 'region_mask_empty', 'region_crops', 'teacher_logits')
 DEFAULT_META = ('img_path', 'ori_shape', 'img_shape', 'valid_hw', 'scale_factor', 'sample_idx',
-                'region_protocol')
+                'region_protocol', 'image_key')
 
 
 @TRANSFORMS.register_module()
@@ -22,7 +22,8 @@ class PackDenseVLMInputs(BaseTransform):
     Fields present in the results are copied as tensors: ``grid_boxes`` / ``region_boxes``
     float32 ``[K, 4]``, ``region_labels`` int64 ``[K]``, ``region_is_thing`` bool ``[K]``,
     ``region_masks`` bool ``[K, H, W]``, ``region_mask_empty`` bool ``[K]`` (a mask with no
-    pixel left after resizing; the metric counts these), ``region_crops`` uint8 ``[K, 3, S, S]``.
+    pixel left after resizing; the metric counts these), ``region_crops`` uint8 ``[K, 3, S, S]``,
+    ``teacher_logits`` float32 ``[K, C]`` (from the region cache, :class:`LoadRegionTargets`).
     """
 
     def __init__(self, fields: Sequence[str] = DEFAULT_FIELDS,
@@ -39,6 +40,8 @@ class PackDenseVLMInputs(BaseTransform):
                 value = torch.as_tensor(np.asarray(results[key]))
                 if key.endswith('boxes'):
                     value = value.float().reshape(-1, 4)
+                elif key == 'teacher_logits':
+                    value = value.float()
                 elif key == 'region_labels':
                     value = value.long()
                 elif key in ('region_is_thing', 'region_masks', 'region_mask_empty'):

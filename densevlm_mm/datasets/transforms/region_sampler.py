@@ -50,12 +50,24 @@ class GridRegionSampler:
                valid_hw: Sequence[float],
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Boxes ``[min(m·n, max_regions), 4]`` (x0, y0, x1, y1 in input pixels), row-major."""
+        return self.sample_cells(valid_hw, generator)[0]
+
+    def sample_cells(self, valid_hw: Sequence[float],
+                     generator: Optional[torch.Generator] = None
+                     ) -> Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]:
+        """:meth:`sample` with what was drawn: boxes, ``(m, n)`` and the kept cells' row-major
+        indices ``[K]`` in the m×n grid (the same draws as :meth:`sample`)."""
         m, n = self.sample_grid(generator)
-        return self.grid_boxes(valid_hw, m, n, generator)
+        boxes, cells = self._cells(valid_hw, m, n, generator)
+        return boxes, (m, n), cells
 
     def grid_boxes(self, valid_hw: Sequence[float], m: int, n: int,
                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """All cells of an m×n grid over ``valid_hw = (height, width)``, subsampled if needed."""
+        return self._cells(valid_hw, m, n, generator)[0]
+
+    def _cells(self, valid_hw: Sequence[float], m: int, n: int,
+               generator: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
         h, w = float(valid_hw[0]), float(valid_hw[1])
         if h <= 0 or w <= 0:
             raise ValueError(f'valid_hw must be positive, got {tuple(valid_hw)}')
@@ -64,10 +76,12 @@ class GridRegionSampler:
         y0, x0 = torch.meshgrid(ys[:-1], xs[:-1], indexing='ij')
         y1, x1 = torch.meshgrid(ys[1:], xs[1:], indexing='ij')
         boxes = torch.stack([x0, y0, x1, y1], dim=-1).reshape(-1, 4)
+        cells = torch.arange(boxes.shape[0])
         if boxes.shape[0] > self.max_regions:
-            keep = torch.randperm(boxes.shape[0], generator=generator)[:self.max_regions]
-            boxes = boxes[keep.sort().values]
-        return boxes
+            cells = torch.randperm(boxes.shape[0], generator=generator)[:self.max_regions].sort(
+            ).values
+            boxes = boxes[cells]
+        return boxes, cells
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(max_split={self.max_split}, '

@@ -13,7 +13,9 @@ from .region_sampler import GridRegionSampler
 
 @TRANSFORMS.register_module()
 class SampleGridRegions(BaseTransform):
-    """Add ``grid_boxes`` ``[m·n, 4]`` (xyxy, input pixels) tiling ``valid_hw``.
+    """Add ``grid_boxes`` ``[m·n, 4]`` (xyxy, input pixels) tiling ``valid_hw``, and what was
+    drawn: ``grid_pair`` ``(m, n)`` and ``grid_cells`` ``[K]`` (the kept cells' row-major indices,
+    read by :class:`LoadRegionTargets`).
 
     Run after :class:`ResizeLongestPad`. The grid of a sample is a function of ``(seed, epoch,
     sample_idx)`` (a generator seeded by :func:`~densevlm_mm.datasets.data_epoch.sample_seed`), so a
@@ -47,8 +49,11 @@ class SampleGridRegions(BaseTransform):
     def transform(self, results: Dict) -> Dict:
         if 'valid_hw' not in results:
             raise KeyError('SampleGridRegions needs "valid_hw": put ResizeLongestPad before it')
-        boxes = self.sampler.sample(results['valid_hw'], generator=self.generator(results))
+        boxes, pair, cells = self.sampler.sample_cells(results['valid_hw'],
+                                                       generator=self.generator(results))
         results['grid_boxes'] = boxes.numpy().astype(np.float32)
+        results['grid_pair'] = pair
+        results['grid_cells'] = cells.numpy()
         return results
 
     def __repr__(self) -> str:

@@ -23,7 +23,8 @@ class DenseVLM(BaseSelfSupervisor):
 
     Args:
         backbone: the student :class:`DenseVLMBackbone` (the only trained, DDP-synchronised part).
-        target_generator: the frozen P-VLM :class:`RegionRetriever` (``None`` for evaluation only).
+        target_generator: the frozen P-VLM :class:`RegionRetriever` (``None`` for evaluation only),
+            or :class:`CachedRegionRetriever` to read its outputs from the region cache.
         head: :class:`DenseVLMHead` with the student's class embeddings and the loss.
         data_preprocessor: defaults to :class:`DenseVLMDataPreprocessor`.
         eval_text_embeddings: class embeddings of the evaluation dataset (made with the student's
@@ -111,7 +112,10 @@ class DenseVLM(BaseSelfSupervisor):
         boxes = [sample.grid_boxes for sample in data_samples]
         dense = self.backbone.dense_features(inputs)  # student dense map [B, Ds, h, w]
         student = self.backbone.roi_features(dense, boxes)  # region features [K, Ds]
-        targets = self.target_generator(inputs, boxes)  # the step's one P-VLM retrieval
+        if getattr(self.target_generator, 'reads_cache', False):
+            targets = self.target_generator(data_samples)  # P-VLM logits from the region cache
+        else:
+            targets = self.target_generator(inputs, boxes)  # the step's one P-VLM retrieval
         return self.head.loss(student, targets)  # decoupled alignment
 
     def predict(self, inputs: Tensor, data_samples: List[DataSample]) -> List[DataSample]:
