@@ -289,6 +289,32 @@ def _open_env(path: str, readonly: bool, map_size: int = DEFAULT_MAP_SIZE):
                      meminit=False, max_dbs=0)
 
 
+# Read-only handles of this process, one per part (LMDB allows one per file and process); a forked
+# child does not use its parent's (kept referenced, never closed there) but opens its own.
+_READ_ENVS: Dict[str, object] = {}
+_READ_PID: Optional[int] = None
+_PARENT_ENVS: List[object] = []
+
+
+def _read_env(path: str):
+    global _READ_PID
+    if _READ_PID != os.getpid():
+        _PARENT_ENVS.extend(_READ_ENVS.values())
+        _READ_ENVS.clear()
+        _READ_PID = os.getpid()
+    path = osp.abspath(path)
+    if path not in _READ_ENVS:
+        _READ_ENVS[path] = _open_env(path, readonly=True)
+    return _READ_ENVS[path]
+
+
+def _close_read_env(path: str) -> None:
+    """Before this process writes a part (and after): readers reopen it with its new size."""
+    env = _READ_ENVS.pop(osp.abspath(path), None) if _READ_PID == os.getpid() else None
+    if env is not None:
+        env.close()
+
+
 def part_paths(root: str) -> List[str]:
     parts = osp.join(root, PARTS_DIR)
     if not osp.isdir(parts):
@@ -301,12 +327,9 @@ def stored_keys(root: str) -> Set[str]:
     """The image keys already in the cache (all parts)."""
     keys: Set[str] = set()
     for path in part_paths(root):
-        env = _open_env(path, readonly=True)
-        try:
-            with env.begin(buffers=False) as txn:
-                keys.update(k.decode() for k in txn.cursor().iternext(keys=True, values=False))
-        finally:
-            env.close()
+        with _read_env(path).begin(buffers=False) as txn:
+            keys.update(k.decode() for k in txn.cursor().iternext(keys=True, values=False))
+        _close_read_env(path)
     return keys
 
 
@@ -322,9 +345,10 @@ class RegionCacheWriter:
         self.root = root
         self.meta = read_meta(root)
         self.codec = RegionCodec(self.meta)
-        path = osp.join(root, PARTS_DIR, part)
-        os.makedirs(path, exist_ok=True)
-        self.env = _open_env(path, readonly=False, map_size=map_size)
+        self.path = osp.join(root, PARTS_DIR, part)
+        os.makedirs(self.path, exist_ok=True)
+        _close_read_env(self.path)
+        self.env = _open_env(self.path, readonly=False, map_size=map_size)
 
     def put_many(self, items: Iterable[Tuple[str, np.ndarray]]) -> int:
         """Store ``(image_key, logits [cells, C])`` pairs in one atomic commit."""
@@ -337,30 +361,24 @@ class RegionCacheWriter:
 
     def close(self) -> None:
         self.env.close()
+        _close_read_env(self.path)
 
 
 class RegionCacheReader:
-    """Random reads of a cache, safe in dataloader workers (each process opens its own handles
-    on first use; pickling drops them)."""
+    """Random reads of a cache, safe in dataloader workers (each process opens its own read-only
+    handles on first use; the parts are listed once)."""
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.meta = read_meta(root)
         self.codec = RegionCodec(self.meta)
         self.offsets, _ = cell_offsets(self.meta['grid']['pairs'])
-        self._envs = None
-        self._pid = None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state['_envs'], state['_pid'] = None, None
-        return state
+        self._paths: Optional[List[str]] = None
 
     def _parts(self):
-        if self._envs is None or self._pid != os.getpid():
-            self._envs = [_open_env(p, readonly=True) for p in part_paths(self.root)]
-            self._pid = os.getpid()
-        return self._envs
+        if self._paths is None:
+            self._paths = part_paths(self.root)
+        return [_read_env(p) for p in self._paths]
 
     def get_value(self, key: str) -> Optional[bytes]:
         k = key.encode()
