@@ -67,6 +67,17 @@ class StandIns:
         return self.cache[key]
 
 
+    def region_cache(self, retriever: dict) -> str:
+        """An empty region cache whose key is the stand-in P-VLM's (meta.json only)."""
+        from densevlm_mm.models.cached_retrieval import teacher_cache_key
+        from densevlm_mm.region_cache import cache_grid_pairs, make_meta, write_meta
+        teacher, text = teacher_cache_key(retriever)
+        path = osp.join(self.root, f'region_cache_{len(self.cache)}')
+        write_meta(path, make_meta(teacher, text, dict(size=[512, 512]), cache_grid_pairs(6)))
+        self.cache[('cache', path)] = path
+        return path
+
+
 @pytest.fixture(scope='module')
 def standins(tmp_path_factory):
     return StandIns(str(tmp_path_factory.mktemp('standins')))
@@ -97,9 +108,12 @@ def tiny_model_cfg(model: dict, cfg: Config, standins: StandIns) -> dict:
     student = backbone(model['backbone'], teacher=False)
     gen = model.get('target_generator')
     if gen is not None:
-        teacher = backbone(gen['backbone'], teacher=gen['type'] == 'RegionRetriever')
+        teacher = backbone(gen['backbone'], teacher=gen['type'] in ('RegionRetriever',
+                                                                    'CachedRegionRetriever'))
         if 'text_embeddings' in gen:
             gen['text_embeddings'] = standins.text(teacher, vocab(gen))
+        if gen['type'] == 'CachedRegionRetriever':
+            gen['cache'] = standins.region_cache(gen)
     head = model.get('head')
     if head is not None and 'text_embeddings' in head:
         head['text_embeddings'] = standins.text(student, vocab(head))
@@ -141,6 +155,11 @@ def test_config_builds_with_tiny_standins(path, standins):
                                'optim_wrapper.constructor')
     if cfg.get('train_dataloader') is not None:
         assert cfg.auto_scale_lr.base_batch_size > 0
+    gen = cfg.model.get('target_generator') or {}
+    if gen.get('type') == 'CachedRegionRetriever':  # one cache for the model and the workers
+        readers = [s.cache for s in cfg.train_dataloader.dataset.pipeline
+                   if s.type == 'LoadRegionTargets']
+        assert readers == [gen.cache] == [cfg.region_cache]
     model = MODELS.build(tiny_model_cfg(cfg.model.to_dict(), cfg, standins))
     size = 4 * model.backbone.stride
     dense = model.backbone.dense_features(torch.zeros(1, 3, size, size))
