@@ -4,6 +4,7 @@
         [--batch-size B] [--amp bf16|fp16|none] [--compile] [--device cpu|cuda]
         [--data synthetic|config] [--random-weights] [--image-size S] [--compare-reference]
         [--compare-config OTHER_CONFIG [--compare-amp ..] [--compare-cfg-options ..]]
+        [--compare-cached exact|compact [--run-images N] [--run-epochs E]]
         [--cfg-options k=v ...]
 
 Builds the model (and, with ``--data config``, the dataloader) from the config and times, after
@@ -35,6 +36,12 @@ stuff KL in separate ``batchmean`` calls, unfused fp32 AdamW) and prints both st
 ratio and both losses (equal in fp32 when the input size is a multiple of both patch sizes).
 ``--compare-config`` does the same with another config (e.g. a ``*_fast.py`` config against its
 plain parent). ``--compile`` compiles both towers' dense paths (``--compile-backend``).
+
+``--compare-cached exact|compact`` (train, synthetic data) first runs the region cache pass
+(issue 20) over the run's batches (timed per image), then times, interleaved with the online step,
+the step that reads the P-VLM logits from that cache instead of running the P-VLM (the cache read
+counted in its teacher phase), and prints the per-step ratio and the whole-run estimate of
+``--run-epochs`` epochs over ``--run-images`` images, cache pass included.
 """
 import argparse
 import copy
@@ -96,6 +103,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='autocast of the --compare-config student')
     parser.add_argument('--compare-cfg-options', nargs='+', action=DictAction,
                         help='overrides of the --compare-config config (after --cfg-options)')
+    parser.add_argument('--compare-cached', choices=['exact', 'compact'], default=None,
+                        help='train, synthetic: also time the step that reads the P-VLM logits '
+                        'from a region cache built over the run\'s batches (issue 20)')
+    parser.add_argument('--cache-topk', type=int, default=32,
+                        help='--compare-cached compact: classes kept per cell')
+    parser.add_argument('--run-images', type=int, default=118287,
+                        help='--compare-cached: images of the whole-run estimate (COCO train2017)')
+    parser.add_argument('--run-epochs', type=int, default=6,
+                        help='--compare-cached: epochs of the whole-run estimate')
     parser.add_argument('--gemm-reps', type=int, default=3,
                         help='GEMMs timed after each iteration for the machine matmul rate')
     parser.add_argument('--seed', type=int, default=0)
@@ -111,6 +127,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f'--warmup must be >= 0, got {args.warmup}')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device here; use --device cpu')
+    if args.compare_cached and (args.mode != 'train' or args.data != 'synthetic'):
+        parser.error('--compare-cached times training steps on synthetic batches: use --mode '
+                     'train --data synthetic')
     if (args.compare_reference or args.compare_config) and args.mode != 'train':
         parser.error('--compare-reference / --compare-config compare training steps: use '
                      '--mode train')
@@ -226,7 +245,8 @@ class SyntheticData:
             sample = DataSample()
             sample.set_metainfo(dict(img_shape=(s, s), valid_hw=(s, s)))
             if self.mode == 'train':
-                sample.grid_boxes = self.sampler.sample((s, s), gen)
+                sample.grid_boxes, pair, cells = self.sampler.sample_cells((s, s), gen)
+                sample.set_metainfo(dict(grid_pair=pair, grid_cells=cells))
             else:
                 xy = torch.rand(self.regions, 2, generator=gen) * s * 0.6
                 wh = torch.rand(self.regions, 2, generator=gen) * s * 0.35 + s * 0.05
@@ -382,7 +402,7 @@ class OurTrainStep:
                 all('grid_boxes' in s for s in samples):
             boxes = [s.grid_boxes for s in samples]
             with timer('teacher'):
-                targets = model.target_generator(inputs, boxes)
+                targets = self.teacher(inputs, boxes, samples)
             with timer('student_fwd'), self.optim_wrapper.optim_context(model), \
                     _autocast(self.device, self.amp):
                 dense = model.backbone.dense_features(inputs)
@@ -394,6 +414,10 @@ class OurTrainStep:
                     _autocast(self.device, self.amp):
                 loss, log = model.parse_losses(model.loss(inputs, samples))
         return loss
+
+    def teacher(self, inputs, boxes, samples) -> dict:
+        """The P-VLM's retrieval of the batch's regions."""
+        return self.model.target_generator(inputs, boxes)
 
     def __call__(self, batch: dict, timer: Timer) -> float:
         loss = self.forward(batch, timer)
@@ -509,6 +533,102 @@ def reference_boxes(samples, size: Tuple[int, int], max_regions: int = 36) -> to
     return out
 
 
+# ------------------------------------------------------------------- region cache (issue 20)
+class CachedTrainStep(OurTrainStep):
+    """:class:`OurTrainStep` of a model whose P-VLM outputs come from the region cache: the teacher
+    phase is the cache read of the drawn cells (done by dataloader workers in training) and the
+    retrieval built from them."""
+
+    def __init__(self, model, optim_wrapper, device: str, amp: str, reader) -> None:
+        super().__init__(model, optim_wrapper, device, amp)
+        self.reader = reader
+
+    def teacher(self, inputs, boxes, samples) -> dict:
+        for s in samples:
+            m, n = s.metainfo['grid_pair']
+            cells = torch.as_tensor(s.metainfo['grid_cells']).numpy()
+            s.teacher_logits = torch.from_numpy(
+                self.reader.rows(s.metainfo['image_key'], m, n, cells))
+        return self.model.target_generator(samples)
+
+
+def setup_cached_comparison(model, cfg, args: argparse.Namespace, data, batch_size: int):
+    """Draw the run's synthetic batches, run the cache pass over them (timed) and build the model
+    that reads the cache (same student weights as ``model``).
+
+    Returns:
+        the batches as the run's data iterator, the cached step, and the pass figures.
+    """
+    from densevlm_mm.apis.region_cache import online_retriever_cfg, teacher_cell_logits
+    from densevlm_mm.models.cached_retrieval import teacher_cache_key
+    from densevlm_mm.region_cache import (RegionCacheReader, RegionCacheWriter,
+                                          cache_grid_pairs, make_meta, write_meta)
+    from densevlm_mm.registry import MODELS
+    batches = [next(data) for _ in range(1 + max(args.warmup - 1, 0) + args.iters)]
+    for b, batch in enumerate(batches):
+        for j, sample in enumerate(batch['data_samples']):
+            sample.set_metainfo(dict(image_key=f'synthetic/{b}/{j}'))
+    root = tempfile.mkdtemp(prefix='benchmark_region_cache_')
+    retriever_cfg = online_retriever_cfg(cfg)
+    grid = _pipeline_transform(cfg, 'train_dataloader', 'SampleGridRegions') or {}
+    pairs = cache_grid_pairs(grid.get('max_split', 6))
+    teacher, text = teacher_cache_key(retriever_cfg)
+    size = list(batches[0]['inputs'][0].shape[-2:])
+    write_meta(root, make_meta(teacher, text, dict(size=size), pairs, mode=args.compare_cached,
+                               topk=args.cache_topk))
+    writer, timer = RegionCacheWriter(root, 'rank-0000'), Timer(args.device)
+    for batch in batches:
+        with timer('pass'):
+            prepared = model.data_preprocessor(batch, True)
+            samples = prepared['data_samples']
+            logits = teacher_cell_logits(model.target_generator, prepared['inputs'],
+                                         [s.metainfo['valid_hw'] for s in samples], pairs)
+            writer.put_many((s.metainfo['image_key'], x.numpy()) for s, x in zip(samples, logits))
+    writer.close()
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg['target_generator'] = dict(retriever_cfg, type='CachedRegionRetriever', cache=root)
+    cached = MODELS.build(model_cfg).to(args.device)
+    cached.train()
+    cached.backbone.load_state_dict(model.backbone.state_dict())
+    reader = RegionCacheReader(root)
+    step = CachedTrainStep(cached, _build_optim_wrapper(cached, cfg, args.device), args.device,
+                           args.amp, reader)
+    info = dict(pass_seconds_per_image=timer.times['pass'] / (len(batches) * batch_size),
+                value_bytes=reader.codec.nbytes, cells=reader.codec.cells, root=root)
+    return iter(batches), step, info
+
+
+def whole_run_estimate(result: dict, info: dict, args: argparse.Namespace) -> dict:
+    """Online vs cached time of ``--run-epochs`` epochs over ``--run-images`` images at the
+    measured medians (compute per step, without data loading), the cache pass included."""
+    b = result['batch_size']
+    online = b / result['compute_images_per_s']['median']
+    cached = b / result['compared']['cached']['images_per_s']['median']
+    steps = args.run_epochs * (args.run_images // b)
+    cache_pass = args.run_images * info['pass_seconds_per_image']
+    out = dict(online_step_s=online, cached_step_s=cached, step_ratio=online / cached,
+               steps=steps, online_run_h=steps * online / 3600,
+               cache_pass_h=cache_pass / 3600, cached_run_h=(cache_pass + steps * cached) / 3600)
+    out['run_ratio'] = out['online_run_h'] / out['cached_run_h']
+    saved_per_epoch = (args.run_images // b) * (online - cached)
+    out['break_even_epochs'] = cache_pass / saved_per_epoch if saved_per_epoch > 0 else \
+        float('inf')
+    return out
+
+
+def print_cached(r: dict, info: dict, args: argparse.Namespace) -> None:
+    e = r['cached_run']
+    print(f'-- region cache ({args.compare_cached}{f" top-{args.cache_topk}" if args.compare_cached == "compact" else ""}): '
+          f'{info["cells"]} cells, {info["value_bytes"] / 1024:.1f} KiB per image; cache pass '
+          f'{info["pass_seconds_per_image"]:.3f} s per image')
+    print(f'cached step   median {e["cached_step_s"]:.3f} s vs online {e["online_step_s"]:.3f} s '
+          f'(without data): online / cached = {e["step_ratio"]:.2f}x per step')
+    print(f'whole run     {args.run_epochs} epochs x {args.run_images} images, batch '
+          f'{r["batch_size"]} ({e["steps"]} steps): online {e["online_run_h"]:.1f} h; cached '
+          f'{e["cached_run_h"]:.1f} h (cache pass {e["cache_pass_h"]:.1f} h + training) = '
+          f'{e["run_ratio"]:.2f}x; the cache pays after {e["break_even_epochs"]:.2f} epochs')
+
+
 # ----------------------------------------------------------------------------------- stats
 def _stats(values: List[float]) -> Dict[str, float]:
     values = sorted(values)
@@ -565,6 +685,11 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
         other_step = OurTrainStep(other, _build_optim_wrapper(other, other_cfg, args.device),
                                   args.device, args.compare_amp)
         others.append((osp.basename(args.compare_config), other_step))
+    cached_info = None
+    if args.compare_cached:
+        data, cached_step, cached_info = setup_cached_comparison(model, cfg, args, data,
+                                                                 batch_size)
+        others.append(('cached', cached_step))
     if args.compile:
         compile_towers(model, args.compile_backend)
     step = OurTrainStep(model, optim_wrapper, args.device, args.amp) if optim_wrapper else None
@@ -651,7 +776,11 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
                 f'{sorted(strides)}: the reference maps boxes by grid size, ours by 1/patch '
                 '(spec §10 item 11), so the losses differ by design; use an --image-size that '
                 'is a common multiple')
+    if cached_info is not None:
+        result['cached_run'] = whole_run_estimate(result, cached_info, args)
     print_table(result, args, cfg)
+    if cached_info is not None:
+        print_cached(result, cached_info, args)
     return result
 
 
