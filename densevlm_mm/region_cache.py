@@ -444,6 +444,7 @@ def storage_report(root: str, seconds_per_image: Optional[float] = None,
                disk_bytes_per_image=per_image_disk)
     for name, n in (('coco', 118287), ('sa1b', 11_000_000)):
         out[f'{name}_value_bytes'] = per_value * n
+        out[f'{name}_disk_bytes'] = per_image_disk * n
         if seconds_per_image is not None:
             out[f'{name}_hours'] = seconds_per_image * n / 3600 / max(1, processes)
     return out
@@ -454,8 +455,8 @@ def format_report(r: Dict[str, float], mode: str) -> str:
     lines = [f'region cache: {r["images"]} images, {mode}: {r["value_bytes"] / 1024:.1f} KiB per '
              f'image (values), {r["disk_bytes_per_image"] / 1024:.1f} KiB per image on disk '
              f'(LMDB pages, {r["disk_bytes"] / gib:.3f} GiB in all)',
-             f'estimate: COCO train2017 (118,287 images) {r["coco_value_bytes"] / gib:.1f} GiB; '
-             f'SA-1B (11M images) {r["sa1b_value_bytes"] / gib:.0f} GiB']
+             f'estimate on disk: COCO train2017 (118,287 images) {r["coco_disk_bytes"] / gib:.1f} '
+             f'GiB; SA-1B (11M images) {r["sa1b_disk_bytes"] / gib:.0f} GiB']
     if 'coco_hours' in r:
         lines.append(f'generation at the measured rate: COCO {r["coco_hours"]:.1f} h, SA-1B '
                      f'{r["sa1b_hours"]:.0f} h (per this many processes on this machine)')
