@@ -39,23 +39,25 @@ def _coord_image(h: int = 40, w: int = 60) -> np.ndarray:
 # ------------------------------------------------------------------------- PackDenseVLMInputs
 def test_pack_default_fields_dtypes_shapes_and_metainfo():
     assert DEFAULT_FIELDS == ('grid_boxes', 'region_boxes', 'region_labels', 'region_is_thing',
-                              'region_masks', 'region_mask_empty', 'region_crops')
+                              'region_masks', 'region_mask_empty', 'region_crops',
+                              'teacher_logits')
     assert DEFAULT_META == ('img_path', 'ori_shape', 'img_shape', 'valid_hw', 'scale_factor',
-                            'sample_idx', 'region_protocol')
+                            'sample_idx', 'region_protocol', 'image_key')
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
     masks = np.zeros((2, 5, 7), np.uint8)
     masks[0, 1:3, 2:5] = 2
     crops = rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
     meta = dict(img_path='a.jpg', ori_shape=(10, 14), img_shape=(5, 7), valid_hw=(5, 6),
-                scale_factor=(0.5, 0.5), sample_idx=3, region_protocol='ours')
+                scale_factor=(0.5, 0.5), sample_idx=3, region_protocol='ours', image_key='a.jpg')
     results = dict(img=img[:, ::-1],  # a negative-stride view (as after a flip)
                    grid_boxes=np.arange(8, dtype=np.float64),  # flat: read as [2, 4]
                    region_boxes=[[1, 2, 3, 4]],
                    region_labels=np.array([3, 1], np.int32),
                    region_is_thing=np.array([1, 0], np.uint8),
                    region_masks=masks, region_mask_empty=np.array([0, 1]),
-                   region_crops=crops, other_key='not packed', **meta)
+                   region_crops=crops, teacher_logits=np.array([[1, 2], [3, 4]], np.float64),
+                   other_key='not packed', **meta)
     out = PackDenseVLMInputs()(results)
     inputs, ds = out['inputs'], out['data_samples']
     assert set(out) == {'inputs', 'data_samples'}
@@ -74,6 +76,8 @@ def test_pack_default_fields_dtypes_shapes_and_metainfo():
     assert ds.region_crops.dtype == torch.uint8 and ds.region_crops.shape == (2, 3, 4, 4)
     assert ds.region_crops.is_contiguous()
     assert np.array_equal(ds.region_crops.numpy(), crops.transpose(0, 3, 1, 2))
+    assert ds.teacher_logits.dtype == torch.float32
+    assert ds.teacher_logits.tolist() == [[1, 2], [3, 4]]
     assert ds.metainfo == meta
     assert 'other_key' not in ds
 

@@ -55,6 +55,26 @@ def test_train_table_and_reference_comparison(benchmark, demo, capsys):
     assert 'median step time densevlm_tiny_demo.py / ours' in out
 
 
+def test_cached_step_against_online_and_whole_run_estimate(benchmark, demo, capsys):
+    result = benchmark.run([TINY, '--demo-root', demo, '--iters', '2', '--warmup', '1',
+                            '--batch-size', '2', '--image-size', '112', '--compare-cached',
+                            'exact', '--run-images', '1000', '--run-epochs', '3'])
+    out = capsys.readouterr().out
+    cached = result['compared']['cached']
+    # the same weights and batches, the P-VLM logits read from the cache: the same losses
+    assert cached['first_step_losses'][0] == pytest.approx(cached['first_step_losses'][1],
+                                                           rel=1e-6)
+    assert cached['losses'] == pytest.approx(result['losses'], rel=1e-5)
+    run = result['cached_run']
+    assert run['steps'] == 3 * 500 and run['cache_pass_h'] > 0
+    assert run['step_ratio'] == pytest.approx(run['online_step_s'] / run['cached_step_s'])
+    assert run['cached_run_h'] == pytest.approx(
+        run['cache_pass_h'] + 1500 * run['cached_step_s'] / 3600)
+    assert 'region cache (exact): 400 cells' in out and 'whole run     3 epochs x 1000' in out
+    with pytest.raises(SystemExit):
+        benchmark.run([TINY, '--compare-cached', 'exact', '--data', 'config'])
+
+
 def test_reference_note_when_input_not_a_patch_multiple(benchmark, demo, capsys):
     result = benchmark.run([TINY, '--demo-root', demo, '--iters', '1', '--warmup', '0',
                             '--batch-size', '1', '--image-size', '64', '--compare-reference',
