@@ -236,3 +236,45 @@ def test_build_tool_names_the_missing_cache_folder(tiny_cwd):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     assert 'densevlm_tiny_demo.py sets no `region_cache` folder: pass --out DIR' in proc.stderr
+
+
+def _sa1b_shard(path, start, n):
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+    with tarfile.open(path, 'w') as tar:
+        for i in range(start, start + n):
+            buf = io.BytesIO()
+            rgb = np.random.default_rng(i).integers(0, 255, (40 + i, 56, 3), dtype=np.uint8)
+            Image.fromarray(rgb).save(buf, format='JPEG')
+            info = tarfile.TarInfo(f'sa_{i}.jpg')
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+
+
+def test_sa1b_shards_pass_skips_cached_images_and_feeds_training(demo, tmp_path):
+    """Streaming SA-1B shards: the pass keys images '<shard>/<key>.jpg', a second pass skips the
+    cached ones, and the training pipeline reads the logits the online P-VLM gives."""
+    _sa1b_shard(str(tmp_path / 'sa_000000.tar'), 1, 3)
+    _sa1b_shard(str(tmp_path / 'sa_000001.tar'), 4, 2)
+    cfg, out = _cached_cfg(demo, str(tmp_path / 'cache')), str(tmp_path / 'cache')
+    cfg.train_dataloader.dataset = dict(
+        type='SA1BShardDataset', shards=str(tmp_path / 'sa_*.tar'),
+        pipeline=copy.deepcopy(cfg.train_dataloader.dataset.pipeline))
+    assert build_region_cache(cfg, out, batch_size=2, num_workers=0,
+                              max_images=3)['written'] == 3
+    assert build_region_cache(cfg, out, batch_size=2, num_workers=0)['written'] == 2
+    assert set(_items(out)) == {f'sa_00000{i // 4}.tar/sa_{i}.jpg' for i in range(1, 6)}
+    cached, online = _cached_cfg(demo, out), load_tiny_demo_config(demo)
+    retriever = MODELS.build(copy.deepcopy(online.model.target_generator))
+    model = MODELS.build(copy.deepcopy(cached.model))
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    batch = model.data_preprocessor(pseudo_collate(list(dataset)), True)
+    samples = batch['data_samples']
+    assert len(samples) == 5
+    expected = retriever(batch['inputs'], [s.grid_boxes for s in samples])
+    got = model.target_generator(samples)
+    torch.testing.assert_close(got['logits'], expected['logits'], rtol=1e-5, atol=1e-5)
+    assert torch.equal(got['labels'], expected['labels'])

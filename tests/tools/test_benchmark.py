@@ -73,6 +73,8 @@ def test_cached_step_against_online_and_whole_run_estimate(benchmark, demo, caps
     assert 'region cache (exact): 400 cells' in out and 'whole run     3 epochs x 1000' in out
     with pytest.raises(SystemExit):
         benchmark.run([TINY, '--compare-cached', 'exact', '--data', 'config'])
+    with pytest.raises(SystemExit, match='reads the P-VLM region cache; benchmark its online'):
+        benchmark.run([TINY.replace('.py', '_cached.py'), '--demo-root', demo])
 
 
 def test_reference_note_when_input_not_a_patch_multiple(benchmark, demo, capsys):

@@ -598,6 +598,15 @@ def setup_cached_comparison(model, cfg, args: argparse.Namespace, data, batch_si
     return iter(batches), step, info
 
 
+def refuse_cached_config(cfg, path: str) -> None:
+    """A ``_cached`` config trains from a cache of real images: benchmark its online parent."""
+    tg = cfg.model.get('target_generator') or {}
+    if str(tg.get('type', '')).endswith('CachedRegionRetriever'):
+        raise SystemExit(f'benchmark.py: {path} reads the P-VLM region cache; benchmark its online '
+                         'config with --compare-cached exact|compact (the cache pass runs on the '
+                         'benchmark\'s batches)')
+
+
 def whole_run_estimate(result: dict, info: dict, args: argparse.Namespace) -> dict:
     """Online vs cached time of ``--run-epochs`` epochs over ``--run-images`` images at the
     measured medians (compute per step, without data loading), the cache pass included."""
@@ -663,6 +672,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     register_all_modules()
     torch.manual_seed(args.seed)
     cfg = load_config(args)
+    refuse_cached_config(cfg, args.config)
     key = 'train_dataloader' if args.mode == 'train' else 'test_dataloader'
     batch_size = args.batch_size or (cfg.get(key) or {}).get('batch_size', 2)
     model = MODELS.build(cfg.model).to(args.device)
