@@ -252,7 +252,8 @@ def test_show_dir_sets_the_visualization_hook(capsys):
     assert 'no visualizer' in capsys.readouterr().err
 
 
-SCRIPTS = ['dist_train.sh', 'dist_test.sh', 'slurm_train.sh', 'slurm_test.sh']
+SCRIPTS = ['dist_train.sh', 'dist_test.sh', 'slurm_train.sh', 'slurm_test.sh',
+           'dist_build_region_cache.sh']
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
@@ -294,6 +295,13 @@ def test_dist_scripts_call_torchrun(tmp_path):
                      '--master_addr=127.0.0.1', '--nproc_per_node=2', '--master_port=29500',
                      'tools/test.py', 'cfg.py', 'ckpt.pth', '--launcher', 'pytorch', '--out',
                      'p.pkl']
+
+    words, _ = _run_script('dist_build_region_cache.sh', ['cfg.py', '3', '--mode', 'compact'],
+                           multi_node, tmp_path)
+    assert words == ['fakepython', '-m', 'torch.distributed.run', '--nnodes=2', '--node_rank=1',
+                     '--master_addr=10.1.2.3', '--nproc_per_node=3', '--master_port=29999',
+                     'tools/build_region_cache.py', 'cfg.py', '--launcher', 'pytorch',
+                     '--mode', 'compact']
 
 
 def test_slurm_scripts_call_srun(tmp_path):
