@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from densevlm_mm.region_cache import array_sha256, check_meta, file_sha256, make_meta
 from densevlm_mm.registry import MODELS
 from densevlm_mm.text_embeddings import load_text_embeddings
-from densevlm_mm.utils.checks import check_bool, check_choice, check_number
+from densevlm_mm.utils.checks import check_bool, check_number
 from densevlm_mm.vocabulary import Vocabulary
 
-from .retrieval import _DTYPES, retrieval_from_logits, thing_split
+from .retrieval import retrieval_from_logits, thing_split
 
 _SHA_MEMO: Dict[Tuple[str, int, int], str] = {}
 
@@ -69,10 +69,9 @@ def teacher_cache_key(retriever_cfg: dict, owner: str = 'region cache') -> Tuple
         settings = {k: v for k, v in dict(backbone).items()
                     if k not in ('pretrained', 'init_cfg', 'type')}
         model_name = settings.get('model_name')
-    precision = cfg.get('precision', 'fp32')
-    check_choice(precision, 'precision', owner, sorted(_DTYPES))
     teacher = dict(model_name=model_name, backbone=settings,
-                   weights_sha256=_weights_sha256(backbone), precision=precision,
+                   weights_sha256=_weights_sha256(backbone),
+                   precision=str(cfg.get('precision', 'fp32')),
                    tau=float(cfg.get('tau', 0.01)),
                    normalize_text=bool(cfg.get('normalize_text', True)),
                    reference_thing_count=cfg.get('reference_thing_count'))
