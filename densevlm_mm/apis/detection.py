@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .images import ImageLike, load_image
 from .model_kinds import DOWNSTREAM, checkpoint_kind, config_kind, wrong_loader
-from .vocabulary_embeddings import build_vocabulary_embeddings, resolve_vocabulary
+from .vocabulary_embeddings import build_vocabulary_embeddings, display_name, resolve_vocabulary
 
 #: rows of the detector's own classes re-encoded to check a text tower (cosine must exceed this)
 _SAME_TOWER_COSINE = 0.999
@@ -32,6 +32,17 @@ class Detections:
     scores: np.ndarray
     labels: np.ndarray
     class_names: List[str]
+    image: Optional[np.ndarray] = None  # uint8 RGB [H, W, 3], upright
+
+    def draw(self, out_file: Optional[str] = None, scale: float = 1.0) -> np.ndarray:
+        """The boxes over the image with ``"<class>: <100 · score>"`` tags
+        (:func:`~densevlm_mm.visualization.draw_region_labels`)."""
+        from densevlm_mm.visualization import draw_region_labels
+        if self.image is None:
+            raise ValueError('these detections carry no image to draw on')
+        return draw_region_labels(self.image, self.boxes, self.labels, self.scores,
+                                  [display_name(n) for n in self.class_names],
+                                  out_file=out_file, scale=scale)
 
     def to_json(self) -> List[dict]:
         """``[{box: [x1, y1, x2, y2], label: name, score}]`` (rounded), as the demo writes."""
@@ -144,8 +155,8 @@ def _text_tower(model) -> TextTower:
     from densevlm_mm.utils import load_checkpoint_file
     head = model.roi_head.bbox_head
     rows_file = head.fc_cls.text_embeddings
-    fix = (f'pass init_detector(..., text_checkpoint=CLIP) with the CLIP checkpoint whose text '
-           f'tower made {rows_file!r} (tools/text_embeddings.py CLIP ...)')
+    fix = (f'give the CLIP checkpoint whose text tower made {rows_file!r} '
+           '(init_detector(..., text_checkpoint=CLIP); tools/demo.py --text-checkpoint CLIP)')
     path = getattr(model, 'text_source', None)
     if not path or not osp.isfile(path):
         raise ValueError(f'this detector has no text tower to encode a vocabulary: {fix}')
@@ -215,4 +226,4 @@ def detect(model, image: ImageLike, score_thr: float = 0.3,
     boxes, scores, labels = pred.bboxes[keep], pred.scores[keep], pred.labels[keep]
     order = torch.argsort(scores, descending=True)
     return Detections(boxes[order].cpu().numpy(), scores[order].cpu().numpy(),
-                      labels[order].cpu().numpy().astype(np.int64), names)
+                      labels[order].cpu().numpy().astype(np.int64), names, rgb)

@@ -304,9 +304,21 @@ class DenseResult:
 
     def class_areas(self) -> Dict[str, float]:
         """Share of the image per class present, largest first."""
-        counts = np.bincount(self.label_map.reshape(-1), minlength=len(self.names))
-        order = np.argsort(-counts, kind='stable')
-        return {self.names[i]: counts[i] / self.label_map.size for i in order if counts[i]}
+        return class_areas(self.label_map, self.names)
+
+    def draw(self, out_file: Optional[str] = None, scale: float = 1.0, **kwargs) -> np.ndarray:
+        """The label map over the image with class names and a legend
+        (:func:`~densevlm_mm.visualization.draw_label_map`); RGB ``[H·scale, W·scale, 3]``."""
+        from densevlm_mm.visualization import draw_label_map
+        return draw_label_map(self.prepared.image, self.label_map, self.display_names,
+                              out_file=out_file, scale=scale, **kwargs)
+
+
+def class_areas(label_map: np.ndarray, names: List[str]) -> Dict[str, float]:
+    """``{name: share of the pixels}`` of the classes present, largest first."""
+    counts = np.bincount(label_map.reshape(-1), minlength=len(names))
+    order = np.argsort(-counts, kind='stable')
+    return {names[i]: float(counts[i] / label_map.size) for i in order if counts[i]}
 
 
 def _text_matrix(model: OpenVocabModel, embeddings) -> Tuple[Tensor, List[str], List[str]]:

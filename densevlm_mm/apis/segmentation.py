@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .images import ImageLike, load_image
+from .inference import class_areas
 from .model_kinds import KINDS, SEGMENTORS, checkpoint_kind, config_kind, wrong_loader
 from .vocabulary_embeddings import display_name, resolve_vocabulary
 
@@ -27,20 +28,26 @@ class SegmentationResult:
         score_map: float32 ``[H, W]`` the segmentor's score of the chosen class (CAT-Seg: the
             sigmoid probability; SAN: the mask-class score).
         names / display_names: the vocabulary (``display_names``: first synonym, for legends).
-        data_sample: mmseg's ``SegDataSample`` (``pred_sem_seg``, ``seg_logits``), e.g. for
-            mmseg's ``SegLocalVisualizer``.
+        data_sample: mmseg's ``SegDataSample`` (``pred_sem_seg``, ``seg_logits``).
+        image: the image (uint8 RGB ``[H, W, 3]``, upright).
     """
     label_map: np.ndarray
     score_map: np.ndarray
     names: List[str]
     display_names: List[str]
     data_sample: object
+    image: np.ndarray
 
     def class_areas(self) -> Dict[str, float]:
         """Share of the image per class present, largest first."""
-        counts = np.bincount(self.label_map.reshape(-1), minlength=len(self.names))
-        order = np.argsort(-counts, kind='stable')
-        return {self.names[i]: counts[i] / self.label_map.size for i in order if counts[i]}
+        return class_areas(self.label_map, self.names)
+
+    def draw(self, out_file: Optional[str] = None, scale: float = 1.0, **kwargs) -> np.ndarray:
+        """The label map over the image with class names and a legend
+        (:func:`~densevlm_mm.visualization.draw_label_map`); RGB ``[H·scale, W·scale, 3]``."""
+        from densevlm_mm.visualization import draw_label_map
+        return draw_label_map(self.image, self.label_map, self.display_names,
+                              out_file=out_file, scale=scale, **kwargs)
 
 
 def _test_pipeline(cfg) -> list:
@@ -195,7 +202,7 @@ def inference_segmentor(model, image: ImageLike,
                            'checkpoint?)')
     score = logits.gather(0, torch.from_numpy(labels)[None].to(logits.device))[0]
     return SegmentationResult(labels, score.cpu().numpy(), names,
-                              [display_name(n) for n in names], sample)
+                              [display_name(n) for n in names], sample, rgb)
 
 
 __all__ = ['SegmentationResult', 'init_segmentor', 'inference_segmentor', 'segmentor_vocabulary']
