@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .images import ImageLike, load_image
-from .model_kinds import DOWNSTREAM, checkpoint_kind, config_kind, wrong_loader
+from .model_kinds import DOWNSTREAM, checkpoint_kind, config_kind, load_config, wrong_loader
 from .vocabulary_embeddings import build_vocabulary_embeddings, display_name, resolve_vocabulary
 
 #: rows of the detector's own classes re-encoded to check a text tower (cosine must exceed this)
@@ -96,23 +96,20 @@ def init_detector(config, checkpoint: Optional[str], device: Union[str, torch.de
         ValueError: the config or the checkpoint is not an F-ViT one (naming the loader to use).
         CheckpointError: missing / unexpected keys (with the key accounting).
     """
-    from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import MODELS, DefaultScope
 
     from densevlm_mm.utils import load_checkpoint_file, register_all_modules
     from densevlm_mm.utils.checkpoint import load_state_dict_reported
 
-    cfg = config if isinstance(config, Config) else Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    source = getattr(cfg, 'filename', None) or 'config'
+    cfg, source = load_config(config, cfg_options)
     kind = config_kind(cfg)
     if kind != 'fvit':
         if kind is not None:
             raise wrong_loader(kind, f'{source} (model.type {cfg.model.type})', 'init_detector')
-        raise ValueError(f'{source}: model.type is {(cfg.get("model") or {}).get("type") or "missing"}'
-                         ', not FViT; --mode det needs an F-ViT config (configs/fvit/)')
+        found = (cfg.get('model') or {}).get('type') or 'missing'
+        raise ValueError(f'{source}: model.type is {found}, not FViT; --mode det needs an F-ViT '
+                         'config (configs/fvit/)')
     if text_checkpoint is not None and not osp.isfile(text_checkpoint):
         raise FileNotFoundError(f'text checkpoint not found: {text_checkpoint!r}')
     backbone_file = cfg.model.backbone.get('pretrained')

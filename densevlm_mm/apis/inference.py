@@ -193,14 +193,8 @@ def init_model(config_or_name, checkpoint: Optional[str] = None,
     image_ckpt = None  # a file whose image tower replaces the text checkpoint's
     if isinstance(config_or_name, Config) or (isinstance(config_or_name, str)
                                               and config_or_name.endswith('.py')):
-        if isinstance(config_or_name, Config):
-            cfg, source = config_or_name, getattr(config_or_name, 'filename', None) or 'config'
-        else:
-            if not osp.isfile(config_or_name):
-                raise FileNotFoundError(f'config file not found: {config_or_name!r}')
-            cfg, source = Config.fromfile(config_or_name), config_or_name
-        if cfg_options:
-            cfg.merge_from_dict(cfg_options)
+        from .model_kinds import load_config
+        cfg, source = load_config(config_or_name, cfg_options)
         bb = _backbone_cfg(cfg, source)
         model_name = bb['model_name']
         text_ckpt = bb.get('pretrained')

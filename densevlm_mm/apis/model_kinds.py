@@ -6,7 +6,8 @@ SAN, each with its own text tower and head) and :func:`init_detector` (F-ViT). A
 checkpoint given to the wrong loader is refused with the loader to use, instead of being loaded
 in part (e.g. a CAT-Seg checkpoint's fine-tuned image tower without its own text tower and head).
 """
-from typing import Iterable, Optional
+import os.path as osp
+from typing import Iterable, Optional, Tuple
 
 #: model kind -> (what it is, the API call that loads it)
 KINDS = {
@@ -22,6 +23,24 @@ SEGMENTORS = ('catseg', 'san')
 DOWNSTREAM = ('catseg', 'san', 'fvit')
 _CONFIG_TYPES = {'CATSeg': 'catseg', 'SAN': 'san', 'MultimodalEncoderDecoder': 'san',
                  'FViT': 'fvit'}
+
+
+def load_config(config, cfg_options: Optional[dict] = None) -> Tuple[object, str]:
+    """``(Config, name for messages)`` of a config file or ``Config``, ``cfg_options`` merged.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    from mmengine.config import Config
+    if isinstance(config, Config):
+        cfg, source = config, getattr(config, 'filename', None) or 'config'
+    else:
+        if not osp.isfile(config):
+            raise FileNotFoundError(f'config file not found: {config!r}')
+        cfg, source = Config.fromfile(config), str(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg, source
 
 
 def config_kind(cfg) -> Optional[str]:
@@ -71,5 +90,5 @@ def wrong_loader(kind: str, source: str, loader: str, hint: str = '') -> ValueEr
                                                                           else ''))
 
 
-__all__ = ['KINDS', 'SEGMENTORS', 'DOWNSTREAM', 'config_kind', 'checkpoint_kind',
+__all__ = ['KINDS', 'SEGMENTORS', 'DOWNSTREAM', 'load_config', 'config_kind', 'checkpoint_kind',
            'wrong_loader']

@@ -1,4 +1,4 @@
-"""Open-vocabulary segmentation with a trained CAT-Seg or SAN (``configs/catseg/``, ``configs/san/``).
+"""Open-vocabulary segmentation with a trained CAT-Seg or SAN (``configs/catseg|san/``).
 
 ``init_segmentor`` builds the config's segmentor and loads its checkpoint strictly — image tower,
 its own (fine-tuned) text tower and head; ``inference_segmentor`` names the classes at inference
@@ -15,7 +15,8 @@ import torch
 
 from .images import ImageLike, load_image
 from .inference import class_areas
-from .model_kinds import KINDS, SEGMENTORS, checkpoint_kind, config_kind, wrong_loader
+from .model_kinds import (KINDS, SEGMENTORS, checkpoint_kind, config_kind, load_config,
+                          wrong_loader)
 from .vocabulary_embeddings import display_name, resolve_vocabulary
 
 
@@ -87,21 +88,13 @@ def init_segmentor(config, checkpoint: str, device: Union[str, torch.device] = '
             checkpoint of the other segmentor.
         CheckpointError: missing / unexpected keys (with the key accounting).
     """
-    from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
     from densevlm_mm.registry import MODELS
     from densevlm_mm.utils import load_checkpoint_file, register_all_modules
     from densevlm_mm.utils.checkpoint import load_state_dict_reported
 
-    if isinstance(config, Config):
-        cfg, source = config, getattr(config, 'filename', None) or 'config'
-    else:
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'config file not found: {config!r}')
-        cfg, source = Config.fromfile(config), config
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg, source = load_config(config, cfg_options)
     kind = config_kind(cfg)
     if kind not in SEGMENTORS:
         if kind is None:

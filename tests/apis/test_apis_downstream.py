@@ -45,25 +45,24 @@ def _build(config: str, scope: str, **options):
         return MODELS.build(cfg.model)
 
 
-def _trained(model, prefix: str, seed: int) -> dict:
-    """The model's weights with the ``prefix`` ones moved (a stand-in for fine-tuning), so that a
-    loader taking them from anywhere else is caught."""
+def _save_trained(model, path, prefix: str, seed: int):
+    """Save the model's weights with the ``prefix`` ones moved (a stand-in for fine-tuning, so
+    that a loader taking them from anywhere else is caught); ``(path, weights)``."""
     gen = torch.Generator().manual_seed(seed)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     for k, v in state.items():
         if k.startswith(prefix) and v.is_floating_point():
             state[k] = v + 0.05 * torch.randn(v.shape, generator=gen)
-    return state
+    torch.save(dict(meta={}, state_dict=state), path)
+    return str(path), state
 
 
 @pytest.fixture(scope='module')
 def catseg_ckpt(tmp_path_factory):
     torch.manual_seed(0)
     model = _build(CATSEG, 'mmseg', **{'model.train_classes': CLASSES})
-    path = tmp_path_factory.mktemp('catseg') / 'iter_60.pth'
-    state = _trained(model, 'text_encoder.', seed=1)
-    torch.save(dict(meta=dict(iter=60), state_dict=state), path)
-    return str(path), state
+    return _save_trained(model, tmp_path_factory.mktemp('catseg') / 'iter_60.pth',
+                         'text_encoder.', seed=1)
 
 
 @pytest.fixture(scope='module')
@@ -76,10 +75,8 @@ def san_ckpt(tmp_path_factory):
     converted, _ = convert_open_clip_to_san(create_clip('densevlm-tiny-vit')[0].state_dict(),
                                             visual_split=2)
     model.load_state_dict(converted, strict=False)
-    path = tmp_path_factory.mktemp('san') / 'iter_40.pth'
-    state = _trained(model, 'text_encoder.', seed=2)
-    torch.save(dict(meta=dict(iter=40), state_dict=state), path)
-    return str(path), state
+    return _save_trained(model, tmp_path_factory.mktemp('san') / 'iter_40.pth',
+                         'text_encoder.', seed=2)
 
 
 @pytest.fixture(scope='module')

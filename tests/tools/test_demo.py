@@ -227,7 +227,8 @@ def test_seg_mode_with_a_trained_catseg(demo_tool, tmp_path, capsys):
             str(out), '--scale', '2']
     written = demo_tool.main(args + ['--custom-vocabulary', 'sky,road,zebra'])
     assert [Path(p).name for p in written] == ['road_seg.png', 'road_labels.png']
-    assert _size(out / 'road_seg.png') == (2 * W, 2 * H) and _size(out / 'road_labels.png') == (W, H)
+    assert _size(out / 'road_seg.png') == (2 * W, 2 * H)
+    assert _size(out / 'road_labels.png') == (W, H)
     assert np.asarray(Image.open(out / 'road_labels.png')).max() < 3
     assert (out / 'classes.txt').read_text().splitlines() == ['0\tsky', '1\troad', '2\tzebra']
     assert 'CATSeg segmentor, 3 classes: sky, road, zebra' in capsys.readouterr().out
