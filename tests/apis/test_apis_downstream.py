@@ -239,3 +239,26 @@ def test_segmentor_and_detector_loaders_refuse_other_kinds(catseg_ckpt, san_ckpt
         init_detector(FVIT, catseg_ckpt[0], cfg_options=fvit['opts'])
     with pytest.raises(ValueError, match='CAT-Seg segmentor.*init_segmentor'):
         init_detector(CATSEG, None)
+
+
+def test_demo_models_prefer_what_make_demo_trained(demo, tmp_path):
+    """``demo_models`` takes the newest checkpoints of the demo's stages when they exist (random
+    stand-ins are written only for the stages that have not run; the API guide runs on them)."""
+    import shutil
+
+    from densevlm_mm.apis.tiny_demo import demo_models
+    root = tmp_path / 'tiny_demo'
+    shutil.copytree(demo, root)
+    for name in ('train/epoch_2.pth', 'train/epoch_10.pth', 'segment/iter_60.pth',
+                 'detect/epoch_4.pth', 'detect/text/detect_classes.pt'):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b'')
+    models = demo_models(str(root))
+    assert models['dense'] == str(root / 'train' / 'epoch_10.pth')
+    assert models['catseg'] == str(root / 'segment' / 'iter_60.pth')
+    assert models['fvit'] == str(root / 'detect' / 'epoch_4.pth')
+    assert models['fvit_config'].model.roi_head.bbox_head.text_embeddings == \
+        str(root / 'detect' / 'text' / 'detect_classes.pt')
+    assert models['dense_config'].model.backbone.pretrained == models['clip'] == \
+        str(root / 'checkpoints' / 'student.pt')
+    assert not (root / 'standin').exists()
