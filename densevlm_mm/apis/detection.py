@@ -160,7 +160,8 @@ def _text_tower(model) -> TextTower:
     state_dict = load_checkpoint_file(path)
     if checkpoint_kind(state_dict) != 'clip':
         given = 'text_checkpoint' if model.text_source_given else 'model.backbone.pretrained'
-        raise ValueError(f'{given} {path!r} holds no CLIP text tower: {fix}')
+        raise ValueError(f'{given} {path!r} holds no text tower (it is no CLIP checkpoint): '
+                         f'{fix}')
     model_name = model.backbone.model_name
     clip, tokenizer = create_clip(model_name, model_cfg=model.cfg.model.backbone.get('model_cfg'))
     load_clip_weights(clip, path, require_text=True, state_dict=state_dict)

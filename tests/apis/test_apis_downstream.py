@@ -182,11 +182,19 @@ def test_fvit_detects_a_vocabulary_named_at_inference(fvit):
 
 
 def test_fvit_vocabulary_needs_the_text_tower_that_made_its_rows(fvit, tmp_path):
-    from densevlm_mm.models.clip_factory import create_clip
     image = _image()
-    no_text = init_detector(FVIT, fvit['ckpt'], cfg_options=fvit['opts'])
+    no_text = init_detector(FVIT, fvit['ckpt'],
+                            cfg_options={**fvit['opts'], 'model.backbone.pretrained': None})
     with pytest.raises(ValueError, match='no text tower.*text_checkpoint'):
         detect(no_text, image, vocabulary=['zebra', 'person'])
+    from densevlm_mm.models.clip_factory import create_clip
+    visual = create_clip('densevlm-tiny-eva02')[0].visual.state_dict()
+    torch.save({f'backbone.visual.{k}': v for k, v in visual.items()}, tmp_path / 'epoch_5.pth')
+    image_only = init_detector(FVIT, fvit['ckpt'], cfg_options={
+        **fvit['opts'], 'model.backbone.pretrained': str(tmp_path / 'epoch_5.pth')})
+    with pytest.raises(ValueError, match='model.backbone.pretrained .*epoch_5.pth.* holds no '
+                                         'text tower.*--text-checkpoint'):
+        detect(image_only, image, vocabulary=['zebra', 'person'])
     torch.manual_seed(9)
     torch.save(create_clip('densevlm-tiny-eva02')[0].state_dict(), tmp_path / 'other.pt')
     other = init_detector(FVIT, fvit['ckpt'], cfg_options=fvit['opts'],

@@ -183,7 +183,8 @@ def test_det_mode_with_a_tiny_fvit(demo_tool, clip_ckpt, tmp_path, capsys):
     torch.save(dict(meta={}, state_dict=detector.state_dict()), ckpt)
     out = tmp_path / 'det'
     args = [img, '--config', config, '--checkpoint', str(ckpt), '--mode', 'det', '--out',
-            str(out), '--score-thr', '0', '--cfg-options', f'{next(iter(opts))}={text}']
+            str(out), '--score-thr', '0', '--cfg-options', f'{next(iter(opts))}={text}',
+            'model.backbone.pretrained=None']  # whatever work_dirs/ holds here
     written = demo_tool.main(args)
     assert [Path(p).name for p in written] == ['street_det.png', 'street_det.json']
     assert _size(out / 'street_det.png') == (W, H)
