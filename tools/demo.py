@@ -6,17 +6,21 @@
         [--custom-vocabulary "snow,skis,sky,person" | --custom-vocabulary names.txt]
         [--mode seg|heatmap|grid|boxes|det ...] [--boxes "x1,y1,x2,y2;..." | --boxes file.json]
         [--out DIR] [--device cpu|cuda] [--image-size S] [--scale K] [--grid 4x6] [--theta 0.3]
+        [--score-thr 0.3] [--text-checkpoint CLIP]
 
 Model: a config of this project + a work-dir checkpoint (like ``tools/test.py``; the config's
 ``model.backbone.pretrained`` CLIP checkpoint gives the text tower, the checkpoint's ``backbone.*``
 the aligned image tower), or an open_clip model name + a local CLIP checkpoint (open_clip,
 EVA-CLIP or a released DenseVLM file). Class names are encoded with the model's own text tower
-(63 prompt templates) and cached under ``~/.cache/densevlm_mm/text_embeddings``.
+(63 prompt templates) and cached under ``~/.cache/densevlm_mm/text_embeddings``. A CAT-Seg or SAN
+config + its trained checkpoint draws that segmentor's label map (mode ``seg``; its own text
+tower and head); an F-ViT config + checkpoint detects (mode ``det``).
 
 Modes, per image ``<stem>`` (PNGs have the image's size times ``--scale``, aspect kept):
 
 * ``seg``: ``<stem>_seg.png`` the dense label map (arg-max of the per-location similarity,
-  upsampled to the image) blended over the image with a legend of the classes present;
+  upsampled to the image; or the segmentor's prediction) over the image with each class's name on
+  its region and a legend of the classes present (mmseg's ``SegLocalVisualizer``);
   ``<stem>_labels.png`` the raw label map (pixel value = class index, listed in ``classes.txt``).
 * ``heatmap``: ``<stem>_heatmaps.png`` one panel per class with its similarity map (paper Fig. 4)
   and ``<stem>_heatmap_<k>_<class>.png`` each map alone (custom vocabularies of up to 16 names:
@@ -26,7 +30,10 @@ Modes, per image ``<stem>`` (PNGs have the image's size times ``--scale``, aspec
 * ``boxes``: ``<stem>_boxes.png`` / ``<stem>_boxes.json`` labels of the given boxes: ``--boxes
   "x1,y1,x2,y2;..."`` (pixels, every image) or a COCO-style json (``bbox`` = x,y,w,h; matched to
   images by ``file_name`` when it has ``images``, else used for every image).
-* ``det``: detected boxes with class names from an F-ViT detector config + checkpoint.
+* ``det``: ``<stem>_det.png`` / ``<stem>_det.json`` boxes of an F-ViT detector config +
+  checkpoint (mmdet's ``DetLocalVisualizer``): its own classes, or ``--vocabulary`` /
+  ``--custom-vocabulary`` encoded by ``--text-checkpoint`` (the CLIP whose text tower made the
+  detector's class embeddings).
 """
 import argparse
 import json
@@ -82,6 +89,10 @@ def parse_args(argv=None):
     parser.add_argument('--theta', type=float, default=0.3,
                         help='grid mode: cells with confidence <= theta are hatched')
     parser.add_argument('--score-thr', type=float, default=0.3, help='det mode: score threshold')
+    parser.add_argument('--text-checkpoint', default=None,
+                        help='det mode with a vocabulary: the CLIP checkpoint whose text tower '
+                             "made the detector's class embeddings (default: the config's "
+                             'model.backbone.pretrained when it holds one)')
     parser.add_argument('--cache-dir', default=None, help='text-embedding cache folder')
     parser.add_argument('--no-cache', action='store_true', help='do not read or write the cache')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -207,16 +218,17 @@ def safe(name: str) -> str:
 
 # ---------------------------------------------------------------------------------- modes
 def write_seg(model, prepared, vocab, out: str, stem: str, scale: float, result=None) -> list:
+    """``<stem>_seg.png`` (``result.draw``: names on the regions, legend) and
+    ``<stem>_labels.png``; ``result``: a dense or a segmentor result."""
     from densevlm_mm.apis import inference_dense
-    from densevlm_mm.visualization import draw_label_map, save_label_png
+    from densevlm_mm.visualization import save_label_png
     result = result or inference_dense(model, prepared, vocab)
     seg = osp.join(out, f'{stem}_seg.png')
-    draw_label_map(result.prepared.image, result.label_map, result.display_names, out_file=seg,
-                   scale=scale)
+    result.draw(out_file=seg, scale=scale)
     labels = save_label_png(result.label_map, osp.join(out, f'{stem}_labels.png'),
                             num_classes=len(result.names))
-    areas = ', '.join(f'{vocab.display_names[vocab.names.index(n)]} '
-                      f'{"<1" if a < 0.005 else f"{100 * a:.0f}"}%'
+    shown = dict(zip(result.names, result.display_names))
+    areas = ', '.join(f'{shown[n]} {"<1" if a < 0.005 else f"{100 * a:.0f}"}%'
                       for n, a in list(result.class_areas().items())[:6])
     print(f'{stem}: {areas}')
     return [seg, labels]
@@ -282,7 +294,8 @@ def write_boxes(model, prepared, vocab, out: str, stem: str, scale: float, boxes
         raise DemoError(str(exc))
     res = classify_regions(model, prepared, vocab, boxes=shown)
     path = osp.join(out, f'{stem}_boxes.png')
-    draw_region_labels(prepared.image, shown, res.labels, res.scores, res.display_names,
+    probs = res.probs[range(len(res.labels)), res.labels]  # tags: class and probability (%)
+    draw_region_labels(prepared.image, shown, res.labels, probs, res.display_names,
                        out_file=path, scale=scale)
     js = osp.join(out, f'{stem}_boxes.json')
     with open(js, 'w') as f:
@@ -313,11 +326,35 @@ def progress(items, enabled: bool):
     yield from tqdm(items, desc='images', unit='img', file=sys.stderr)
 
 
+def vocabulary_arg(args, default):
+    """The class names of ``--custom-vocabulary`` (checked), the ``--vocabulary`` preset, or
+    ``default`` when neither is given (``None``: the model's own classes)."""
+    from densevlm_mm.apis import VocabularyError, check_class_names
+    vocabulary = args.vocabulary or ('custom' if args.custom_vocabulary else None)
+    if vocabulary != 'custom':
+        return vocabulary or default
+    names = read_custom_vocabulary(args.custom_vocabulary)
+    source = args.custom_vocabulary if osp.isfile(args.custom_vocabulary) \
+        else '--custom-vocabulary'
+    try:
+        return check_class_names(names, source)
+    except VocabularyError as exc:
+        raise DemoError(str(exc))
+
+
+def config_kind_of(path: str) -> Optional[str]:
+    """``config_kind`` of a config file (``'catseg'``, ``'san'``, ``'fvit'``, ...)."""
+    from mmengine.config import Config
+
+    from densevlm_mm.apis import config_kind
+    return config_kind(Config.fromfile(path))
+
+
 def run(args) -> List[str]:
     """Run the demo for parsed ``args``; returns the files written."""
     check_args(args)
-    from densevlm_mm.apis import (ImageReadError, VocabularyError, build_vocabulary_embeddings,
-                                  collect_images, inference_dense, init_model, prepare_image)
+    from densevlm_mm.apis import (ImageReadError, build_vocabulary_embeddings, collect_images,
+                                  inference_dense, init_model, prepare_image)
     try:
         images, skipped = collect_images(args.images)
     except FileNotFoundError as exc:
@@ -328,26 +365,15 @@ def run(args) -> List[str]:
         raise DemoError(f'no image files in {", ".join(args.images)} ({len(skipped)} other '
                         f'entries skipped)')
     if 'det' in args.mode:
-        return run_det(args, images)
+        return run_det(args, images, vocabulary_arg(args, None))
+    if args.config and config_kind_of(args.config) in ('catseg', 'san'):
+        return run_segmentor(args, images, vocabulary_arg(args, None))
 
     box_source = None
     if 'boxes' in args.mode:
         box_source = read_box_json(args.boxes) if args.boxes.endswith('.json') \
             else parse_box_string(args.boxes)
-
-    vocabulary = args.vocabulary or ('custom' if args.custom_vocabulary else 'coco')
-    if vocabulary == 'custom':
-        names = read_custom_vocabulary(args.custom_vocabulary)
-        source = args.custom_vocabulary if osp.isfile(args.custom_vocabulary) \
-            else '--custom-vocabulary'
-        try:
-            from densevlm_mm.apis import check_class_names
-            names = check_class_names(names, source)
-        except VocabularyError as exc:
-            raise DemoError(str(exc))
-        vocab_arg = names
-    else:
-        vocab_arg = vocabulary
+    vocab_arg = vocabulary_arg(args, 'coco')
 
     t0 = time.time()
     try:
@@ -367,18 +393,12 @@ def run(args) -> List[str]:
           f'{len(vocab)} classes ({vocab.source}{cached}); {time.time() - t0:.1f} s')
 
     os.makedirs(args.out, exist_ok=True)
-    written: List[str] = []
     with open(osp.join(args.out, 'classes.txt'), 'w') as f:
         f.write(''.join(f'{i}\t{n}\n' for i, n in enumerate(vocab.names)))
-    failed = []
-    for path, stem in progress(list(zip(images, unique_stems(images))), len(images) > 1):
-        try:
-            prepared = prepare_image(model, path)
-        except (ImageReadError, OSError) as exc:
-            print(f'skipping {path}: {exc}', file=sys.stderr)
-            failed.append(path)
-            continue
-        result = None
+
+    def write(path: str, stem: str) -> List[str]:
+        prepared = prepare_image(model, path)
+        written, result = [], None
         if 'seg' in args.mode or 'heatmap' in args.mode:
             result = inference_dense(model, prepared, vocab)
         if 'seg' in args.mode:
@@ -397,54 +417,78 @@ def run(args) -> List[str]:
             else:
                 written += write_boxes(model, prepared, vocab, args.out, stem, args.scale,
                                        boxes, args.clip_boxes, path)
-    print(f'wrote {len(written)} files to {args.out}')
-    if failed:
-        raise DemoError(f'{len(failed)} of {len(images)} images could not be read: '
-                        f'{", ".join(failed[:5])}')
-    return written
+        return written
+
+    return for_each_image(args, images, write, (ImageReadError, OSError))
 
 
-def run_det(args, images: List[str]) -> List[str]:
-    """F-ViT detection: boxes with the detector's class names (its text-embedding file)."""
+def run_det(args, images: List[str], vocabulary) -> List[str]:
+    """F-ViT detection: boxes with the detector's class names (its text-embedding file), or with
+    ``--vocabulary`` / ``--custom-vocabulary`` encoded by ``--text-checkpoint``."""
     if not args.config or not args.checkpoint:
         raise DemoError('--mode det needs the F-ViT config and a detector checkpoint: --config '
                         'configs/fvit/<config>.py --checkpoint work_dirs/<fvit run>/epoch_N.pth')
-    if args.custom_vocabulary or args.vocabulary:
-        raise DemoError('--mode det detects the classes of the detector\'s text-embedding file; '
-                        'to change them, give --cfg-options model.roi_head.bbox_head.'
-                        'text_embeddings=FILE model.roi_head.bbox_head.class_names=... '
-                        '(tools/text_embeddings.py makes FILE)')
-    from densevlm_mm.apis import ImageReadError
-    from densevlm_mm.apis.detection import detect, init_detector
-    from densevlm_mm.visualization import draw_region_labels
+    from densevlm_mm.apis import ImageReadError, load_image
+    from densevlm_mm.apis.detection import detect, detector_vocabulary, init_detector
     try:
         model = init_detector(args.config, args.checkpoint, device=args.device,
-                              cfg_options=args.cfg_options)
+                              cfg_options=args.cfg_options, text_checkpoint=args.text_checkpoint)
+        names = detector_vocabulary(model, vocabulary)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise DemoError(str(exc))
-    print(f'F-ViT detector, {len(model.class_names)} classes: '
-          f'{", ".join(model.class_names[:8])}{" ..." if len(model.class_names) > 8 else ""}')
+    print(f'F-ViT detector, {len(names)} classes: '
+          f'{", ".join(names[:8])}{" ..." if len(names) > 8 else ""}')
+    return for_each_image(args, images, lambda path, stem: write_det(
+        detect(model, load_image(path), score_thr=args.score_thr), args.out, stem, args.scale,
+        args.score_thr), (ImageReadError, OSError))
+
+
+def write_det(det, out: str, stem: str, scale: float, score_thr: float) -> list:
+    png = osp.join(out, f'{stem}_det.png')
+    det.draw(out_file=png, scale=scale)
+    js = osp.join(out, f'{stem}_det.json')
+    with open(js, 'w') as f:
+        json.dump(det.to_json(), f, indent=1)
+    print(f'{stem}: {len(det.boxes)} detections with score >= {score_thr}')
+    return [png, js]
+
+
+def run_segmentor(args, images: List[str], vocabulary) -> List[str]:
+    """A trained CAT-Seg / SAN (``--config`` of configs/catseg|san + its ``--checkpoint``): the
+    label map of ``--vocabulary`` / ``--custom-vocabulary`` (default: its training classes)
+    from the segmentor's own text tower and head."""
+    if args.mode != ['seg']:
+        raise DemoError(f'{args.config} is a segmentor config: it draws label maps (--mode seg); '
+                        'heatmap / grid / boxes need an alignment config (the dense features of '
+                        'the image tower)')
+    from densevlm_mm.apis import ImageReadError, inference_segmentor, init_segmentor
+    from densevlm_mm.apis.segmentation import segmentor_vocabulary
+    try:
+        model = init_segmentor(args.config, args.checkpoint, device=args.device,
+                               cfg_options=args.cfg_options)
+        names = segmentor_vocabulary(model, vocabulary)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise DemoError(str(exc))
+    print(f'{type(model).__name__} segmentor, {len(names)} classes: '
+          f'{", ".join(names[:8])}{" ..." if len(names) > 8 else ""}')
+    os.makedirs(args.out, exist_ok=True)
+    with open(osp.join(args.out, 'classes.txt'), 'w') as f:
+        f.write(''.join(f'{i}\t{n}\n' for i, n in enumerate(names)))
+    return for_each_image(args, images, lambda path, stem: write_seg(
+        None, None, None, args.out, stem, args.scale, inference_segmentor(model, path)),
+        (ImageReadError, OSError))
+
+
+def for_each_image(args, images: List[str], write, read_errors) -> List[str]:
+    """``write(path, stem)`` for every image; unreadable images are skipped and counted."""
     os.makedirs(args.out, exist_ok=True)
     written, failed = [], []
     for path, stem in progress(list(zip(images, unique_stems(images))), len(images) > 1):
         try:
-            from densevlm_mm.apis import load_image
-            image = load_image(path)
-        except (ImageReadError, OSError) as exc:
+            written += write(path, stem)
+        except read_errors as exc:
             print(f'skipping {path}: {exc}', file=sys.stderr)
             failed.append(path)
-            continue
-        det = detect(model, image, score_thr=args.score_thr)
-        png = osp.join(args.out, f'{stem}_det.png')
-        draw_region_labels(image, det.boxes, det.labels, det.scores, det.class_names,
-                           out_file=png, scale=args.scale)
-        js = osp.join(args.out, f'{stem}_det.json')
-        with open(js, 'w') as f:
-            json.dump([dict(box=[round(float(v), 2) for v in b], label=det.class_names[lab],
-                            score=round(float(s), 4))
-                       for b, lab, s in zip(det.boxes, det.labels, det.scores)], f, indent=1)
-        print(f'{stem}: {len(det.boxes)} detections with score >= {args.score_thr}')
-        written += [png, js]
     print(f'wrote {len(written)} files to {args.out}')
     if failed:
         raise DemoError(f'{len(failed)} of {len(images)} images could not be read: '

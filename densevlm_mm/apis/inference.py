@@ -79,42 +79,70 @@ def _config_image_size(cfg) -> Optional[int]:
 
 
 def _backbone_cfg(cfg, source: str) -> dict:
-    model = cfg.get('model') or {}
-    backbone = model.get('backbone') if isinstance(model, dict) else None
-    kind = str((backbone or {}).get('type', '')).split('.')[-1]
-    if kind != 'DenseVLMBackbone':
+    from .model_kinds import DOWNSTREAM, config_kind, wrong_loader
+    kind = config_kind(cfg)
+    if kind in DOWNSTREAM:
+        raise wrong_loader(kind, f'{source} (model.type {cfg.model.type})', 'init_model')
+    if kind != 'aligned':
+        backbone = (cfg.get('model') or {}).get('backbone') or {}
         raise ValueError(
-            f'{source}: model.backbone is {kind or "missing"}, not a DenseVLMBackbone. The demo '
-            'modes seg/heatmap/grid/boxes need an alignment or region-classification config '
-            '(configs/densevlm/, configs/region_cls/, configs/baselines/); detector configs '
-            'belong to --mode det.')
-    return backbone
+            f'{source}: model.backbone is {backbone.get("type") or "missing"}, not a '
+            'DenseVLMBackbone. init_model (the demo modes seg/heatmap/grid/boxes) needs an '
+            'alignment or region-classification config (configs/densevlm/, configs/region_cls/, '
+            'configs/baselines/); CAT-Seg / SAN configs load with init_segmentor, F-ViT configs '
+            'with init_detector (--mode det).')
+    return cfg.model.backbone
 
 
-def _load_image_tower(model: 'OpenVocabModel', checkpoint: str) -> None:
-    """Load the image tower of ``checkpoint`` strictly: the student ``backbone.visual.*`` of a
-    work-dir checkpoint, or ``visual.*`` of a CLIP checkpoint (open_clip or EVA-CLIP names)."""
-    from densevlm_mm.models.backbones.weights import load_image_tower
-    load_image_tower(model.clip.visual, checkpoint, model_name=model.model_name)
-    model.image_checkpoint = checkpoint
+def _text_tower_error(path: str, kind: Optional[str]) -> Optional[str]:
+    """Why the file of ``kind`` cannot give the text tower that encodes class names (or None)."""
+    if kind == 'aligned':
+        return (f'{path!r} is a training checkpoint: it holds the aligned image tower '
+                '("backbone.*") but no text tower to encode class names. Use it with its config: '
+                '--config CONFIG --checkpoint CKPT (API: init_model(config, checkpoint)).')
+    if kind == 'image_tower':
+        return (f'{path!r} holds only an image tower ("visual.*"), no text tower to encode '
+                'class names. Pass the full CLIP checkpoint, or a config whose '
+                'model.backbone.pretrained is the CLIP checkpoint together with this file as '
+                'the checkpoint.')
+    return None
 
 
-def _check_has_text_tower(checkpoint: str) -> None:
-    """A model-name demo needs the text tower in the same file: refuse image-tower-only files
-    (training checkpoints, saved towers) instead of encoding names with a random text tower."""
+def _read(path: str, what: str) -> Tuple[Dict[str, Tensor], Optional[str]]:
+    """The unwrapped state dict of ``path`` (read once) and its :func:`checkpoint_kind`;
+    checkpoints of downstream models are refused with the loader to use."""
     from densevlm_mm.utils import load_checkpoint_file
-    keys = list(load_checkpoint_file(checkpoint))
-    if any(k.startswith('backbone.') for k in keys):
+
+    from .model_kinds import DOWNSTREAM, checkpoint_kind, wrong_loader
+    state_dict = load_checkpoint_file(path)
+    kind = checkpoint_kind(state_dict)
+    if kind in DOWNSTREAM:
+        raise wrong_loader(kind, f'{what} {path!r}', 'init_model')
+    return state_dict, kind
+
+
+def _clip_with_text(model_name: str, path: str, what: str, model_cfg: Optional[dict] = None):
+    """``(clip, tokenizer)`` with both towers from the CLIP checkpoint ``path`` (read once);
+    files without a text tower are refused."""
+    from densevlm_mm.models.clip_factory import create_clip, load_clip_weights
+    state_dict, kind = _read(path, what)
+    problem = _text_tower_error(path, kind)
+    if problem:
+        raise ValueError(f'{what}: {problem}' if what != 'checkpoint' else problem)
+    clip, tokenizer = create_clip(model_name, model_cfg=model_cfg)
+    load_clip_weights(clip, path, require_text=True, state_dict=state_dict)
+    return clip, tokenizer
+
+
+def _check_text_source(model_name: str, text_ckpt: Optional[str]) -> None:
+    """A random text tower is allowed only for the bundled tiny test models
+    (``densevlm-tiny-*``): elsewhere its label maps would mean nothing."""
+    if text_ckpt is None and not model_name.startswith('densevlm-tiny-'):
         raise ValueError(
-            f'{checkpoint!r} is a training checkpoint: it holds the aligned image tower '
-            '("backbone.*") but no text tower to encode class names. Use it with its config: '
-            '--config CONFIG --checkpoint CKPT (API: init_model(config, checkpoint)).')
-    if keys and all(k.startswith('visual.') for k in keys):
-        raise ValueError(
-            f'{checkpoint!r} holds only an image tower ("visual.*"), no text tower to encode '
-            'class names. Pass the full CLIP checkpoint, or a config whose '
-            'model.backbone.pretrained is the CLIP checkpoint together with this file as the '
-            'checkpoint.')
+            f'{model_name}: no checkpoint for the text tower, which encodes your class names; '
+            'randomly initialised, it would give label maps that mean nothing. Pass the CLIP '
+            'checkpoint (init_model(model_name, checkpoint), or model.backbone.pretrained of '
+            'the config).')
 
 
 def init_model(config_or_name, checkpoint: Optional[str] = None,
@@ -122,15 +150,20 @@ def init_model(config_or_name, checkpoint: Optional[str] = None,
                cfg_options: Optional[dict] = None) -> OpenVocabModel:
     """Build the model of a config, or a plain open_clip model, for open-vocabulary inference.
 
+    Every checkpoint file is read once.
+
     Args:
         config_or_name: either a config file of this project (or an mmengine ``Config``) whose
             ``model.backbone`` is a ``DenseVLMBackbone`` — its ``model_name`` and ``pretrained``
             CLIP checkpoint give both towers, like ``tools/test.py`` — or an open_clip model name
-            (``EVA02-B-16``, a bundled ``densevlm-tiny-*``, ...).
+            (``EVA02-B-16``, a bundled ``densevlm-tiny-*``, ...). CAT-Seg / SAN configs are refused
+            (:func:`init_segmentor` loads them), F-ViT ones too (:func:`init_detector`).
         checkpoint: with a config: the ``epoch_N.pth`` of a training run (its ``backbone.*``
             weights replace the image tower), or a CLIP checkpoint; with a model name: a local
-            open_clip / EVA-CLIP / released DenseVLM checkpoint (``None``: random init, only
-            sensible for the bundled tiny models).
+            open_clip / EVA-CLIP / released DenseVLM checkpoint (``None``: random init, allowed
+            only for the bundled ``densevlm-tiny-*`` test models). Checkpoints of CAT-Seg, SAN
+            or F-ViT are refused with the loader to use: their image tower belongs with their
+            own text tower and head.
         device: ``'cpu'``, ``'cuda'``, ``'cuda:1'`` ...
         image_size: side ``S`` of the input canvas (default: the config's ``ResizeLongestPad``
             size, else 512).
@@ -138,8 +171,11 @@ def init_model(config_or_name, checkpoint: Optional[str] = None,
 
     Raises:
         FileNotFoundError: config or checkpoint missing.
-        ValueError / RuntimeError: a config without a DenseVLMBackbone, a checkpoint whose keys do
-            not fit (strict loading, with the key accounting).
+        ValueError: a config or checkpoint of another kind of model (naming its loader), a
+            checkpoint without the text tower where one is needed, no text checkpoint for a
+            model that is not a bundled tiny one.
+        RuntimeError: a checkpoint whose keys do not fit (strict loading, with the key
+            accounting).
     """
     from mmengine.config import Config
 
@@ -154,16 +190,11 @@ def init_model(config_or_name, checkpoint: Optional[str] = None,
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint!r}')
     cfg = None
+    image_ckpt = None  # a file whose image tower replaces the text checkpoint's
     if isinstance(config_or_name, Config) or (isinstance(config_or_name, str)
                                               and config_or_name.endswith('.py')):
-        if isinstance(config_or_name, Config):
-            cfg, source = config_or_name, getattr(config_or_name, 'filename', None) or 'config'
-        else:
-            if not osp.isfile(config_or_name):
-                raise FileNotFoundError(f'config file not found: {config_or_name!r}')
-            cfg, source = Config.fromfile(config_or_name), config_or_name
-        if cfg_options:
-            cfg.merge_from_dict(cfg_options)
+        from .model_kinds import load_config
+        cfg, source = load_config(config_or_name, cfg_options)
         bb = _backbone_cfg(cfg, source)
         model_name = bb['model_name']
         text_ckpt = bb.get('pretrained')
@@ -173,8 +204,15 @@ def init_model(config_or_name, checkpoint: Optional[str] = None,
                 'checkpoint provides the text tower that encodes your class names; put it there '
                 '(paths are relative to the current directory) or pass --cfg-options '
                 'model.backbone.pretrained=PATH.')
-        clip, tokenizer = create_clip(model_name, pretrained=text_ckpt,
-                                      model_cfg=bb.get('model_cfg'))
+        _check_text_source(model_name, text_ckpt)
+        if checkpoint is not None and not (text_ckpt and osp.samefile(checkpoint, text_ckpt)):
+            image_ckpt = checkpoint
+        if text_ckpt is None:
+            clip, tokenizer = create_clip(model_name, model_cfg=bb.get('model_cfg'))
+        else:
+            clip, tokenizer = _clip_with_text(
+                model_name, text_ckpt, f'{source}: model.backbone.pretrained',
+                bb.get('model_cfg'))
         pre = (cfg.get('model') or {}).get('data_preprocessor') or {}
         mean, std = tuple(pre.get('mean', CLIP_MEAN)), tuple(pre.get('std', CLIP_STD))
         image_size = image_size or _config_image_size(cfg) or DEFAULT_IMAGE_SIZE
@@ -183,26 +221,31 @@ def init_model(config_or_name, checkpoint: Optional[str] = None,
             raise TypeError('config_or_name must be a config path / Config or an open_clip model '
                             f'name, got {type(config_or_name).__name__}')
         model_name, text_ckpt = config_or_name, checkpoint
-        if checkpoint is not None:
-            _check_has_text_tower(checkpoint)
-        clip, tokenizer = create_clip(model_name, pretrained=checkpoint)
-        checkpoint = None  # already loaded into both towers
+        _check_text_source(model_name, text_ckpt)
+        if checkpoint is None:
+            clip, tokenizer = create_clip(model_name)
+        else:
+            clip, tokenizer = _clip_with_text(model_name, checkpoint, 'checkpoint')
         pp = getattr(clip.visual, 'preprocess_cfg', None) or {}
         mean = tuple(255.0 * v for v in pp.get('mean', [m / 255 for m in CLIP_MEAN]))
         std = tuple(255.0 * v for v in pp.get('std', [s / 255 for s in CLIP_STD]))
         image_size = image_size or DEFAULT_IMAGE_SIZE
     if text_ckpt is None:
         from mmengine.logging import print_log
-        print_log(f'{model_name}: no checkpoint for the text tower, it is randomly initialised; '
-                  'class names will not mean anything (fine for the bundled tiny test models)',
-                  logger='current', level=logging.WARNING)
+        print_log(f'{model_name}: a bundled tiny test model with a randomly initialised text '
+                  'tower: class names do not mean anything to it', logger='current',
+                  level=logging.WARNING)
     backbone = DenseVLMBackbone.from_open_clip(clip, model_name=model_name, freeze_unused=False)
     model = OpenVocabModel(backbone=backbone, clip=clip, tokenizer=tokenizer,
                            model_name=model_name, text_checkpoint=text_ckpt,
                            image_checkpoint=text_ckpt, image_size=int(image_size),
                            mean=mean, std=std, device=device, config=cfg)
-    if checkpoint is not None:
-        _load_image_tower(model, checkpoint)
+    if image_ckpt is not None:
+        from densevlm_mm.models.backbones.weights import load_image_tower
+        state_dict, _ = _read(image_ckpt, 'checkpoint')
+        load_image_tower(model.clip.visual, image_ckpt, model_name=model_name,
+                         state_dict=state_dict)
+        model.image_checkpoint = image_ckpt
     clip.to(device).eval()
     backbone.to(device).eval()
     return model
@@ -255,9 +298,21 @@ class DenseResult:
 
     def class_areas(self) -> Dict[str, float]:
         """Share of the image per class present, largest first."""
-        counts = np.bincount(self.label_map.reshape(-1), minlength=len(self.names))
-        order = np.argsort(-counts, kind='stable')
-        return {self.names[i]: counts[i] / self.label_map.size for i in order if counts[i]}
+        return class_areas(self.label_map, self.names)
+
+    def draw(self, out_file: Optional[str] = None, scale: float = 1.0, **kwargs) -> np.ndarray:
+        """The label map over the image with class names and a legend
+        (:func:`~densevlm_mm.visualization.draw_label_map`); RGB ``[H·scale, W·scale, 3]``."""
+        from densevlm_mm.visualization import draw_label_map
+        return draw_label_map(self.prepared.image, self.label_map, self.display_names,
+                              out_file=out_file, scale=scale, **kwargs)
+
+
+def class_areas(label_map: np.ndarray, names: List[str]) -> Dict[str, float]:
+    """``{name: share of the pixels}`` of the classes present, largest first."""
+    counts = np.bincount(label_map.reshape(-1), minlength=len(names))
+    order = np.argsort(-counts, kind='stable')
+    return {names[i]: float(counts[i] / label_map.size) for i in order if counts[i]}
 
 
 def _text_matrix(model: OpenVocabModel, embeddings) -> Tuple[Tensor, List[str], List[str]]:

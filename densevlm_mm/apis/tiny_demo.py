@@ -6,13 +6,16 @@ the random P-VLM the synthetic classes (:func:`teach_teacher`, a short supervise
 :func:`load_tiny_demo_config` points the config at them. An application-level helper: it uses
 the datasets, the models and the text embeddings, and nothing below imports it.
 """
+import json
 import os
 import os.path as osp
 
 STUDENT, TEACHER = 'densevlm-tiny-eva02', 'densevlm-tiny-eva02-teacher'
 DEFAULT_ROOT = 'work_dirs/tiny_demo'
-CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
-                  'densevlm', 'densevlm_tiny_demo.py')
+_CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
+CONFIG = osp.join(_CONFIGS, 'densevlm', 'densevlm_tiny_demo.py')
+CATSEG_CONFIG = osp.join(_CONFIGS, 'catseg', 'catseg_tiny_demo.py')
+FVIT_CONFIG = osp.join(_CONFIGS, 'fvit', 'fvit_tiny_demo.py')
 
 
 def prepare_tiny_demo(root: str, num_images: int = 32, seed: int = 0,
@@ -125,3 +128,82 @@ def load_tiny_demo_config(root: str = DEFAULT_ROOT, config: str = CONFIG):
     if root != DEFAULT_ROOT:
         cfg = Config(_retarget(cfg.to_dict(), DEFAULT_ROOT, root))
     return cfg
+
+
+def _newest(pattern: str):
+    import glob
+    import re
+    found = glob.glob(pattern)
+    return max(found, key=lambda p: int(re.findall(r'\d+', osp.basename(p))[-1])) \
+        if found else None
+
+
+def demo_models(root: str = DEFAULT_ROOT, seed: int = 0) -> dict:
+    """The tiny models of ``make demo`` under ``root``, for the API (and its guide): configs
+    (``Config`` objects, paths moved to ``root``) and checkpoints of the aligned student, the
+    tiny CAT-Seg and the tiny F-ViT.
+
+    Where ``make demo`` has not run, :func:`prepare_tiny_demo` writes the data and the random tiny
+    CLIPs, and random stand-ins of the stages' models are written once under
+    ``<root>/standin/`` (random weights: their pictures mean nothing).
+
+    Returns:
+        dict: ``dense_config`` / ``dense`` (the newest ``train/epoch_N.pth``, else the student
+        CLIP ``checkpoints/student.pt``), ``catseg_config`` / ``catseg``, ``fvit_config`` /
+        ``fvit``, ``clip`` (the student CLIP whose text tower made the F-ViT class rows),
+        ``image`` (the first generated image).
+    """
+    prepare_tiny_demo(root)
+    root = root.rstrip('/')
+    clip = osp.join(root, 'checkpoints', 'student.pt')
+    images = osp.join(root, 'data', 'images')
+    out = dict(dense_config=load_tiny_demo_config(root),
+               dense=_newest(osp.join(root, 'train', 'epoch_*.pth')) or clip, clip=clip,
+               image=osp.join(images, sorted(os.listdir(images))[0]),
+               catseg_config=load_tiny_demo_config(root, CATSEG_CONFIG),
+               fvit_config=load_tiny_demo_config(root, FVIT_CONFIG))
+    standin = osp.join(root, 'standin')
+    out['catseg'] = _newest(osp.join(root, 'segment', 'iter_*.pth'))
+    if out['catseg'] is None:
+        out['catseg'] = osp.join(standin, 'catseg_iter_0.pth')
+        if not osp.isfile(out['catseg']):
+            cfg = out['catseg_config'].copy()
+            cfg.model.backbone.pretrained = cfg.model.text_encoder.pretrained = clip
+            _save_standin(_build_standin(cfg, 'mmseg', seed), out['catseg'])
+    fvit = out['fvit_config']
+    out['fvit'] = _newest(osp.join(root, 'detect', 'epoch_*.pth'))
+    if out['fvit'] is None or not osp.isfile(fvit.model.roi_head.bbox_head.text_embeddings):
+        from densevlm_mm.datasets.synthetic_detection import CLASSES
+        from densevlm_mm.text_embeddings import generate_text_embedding_file
+        out['fvit'] = osp.join(standin, 'fvit_epoch_0.pth')
+        text = osp.join(standin, 'fvit_classes.pt')
+        fvit.model.roi_head.bbox_head.text_embeddings = text
+        if not osp.isfile(out['fvit']):
+            vocab = osp.join(standin, 'fvit_vocabulary.json')
+            os.makedirs(standin, exist_ok=True)
+            with open(vocab, 'w') as f:
+                json.dump([dict(name=n, isthing=1) for n in CLASSES], f)
+            generate_text_embedding_file(STUDENT, clip, vocab, text, progress=False)
+            fvit.model.backbone.pretrained = clip
+            _save_standin(_build_standin(fvit, 'densevlm_mm', seed), out['fvit'])
+    return out
+
+
+def _build_standin(cfg, scope: str, seed: int):
+    """The config's model with random weights (seeded)."""
+    import torch
+    from mmengine.registry import DefaultScope
+
+    from densevlm_mm.registry import MODELS
+    from densevlm_mm.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    torch.manual_seed(seed)
+    with DefaultScope.overwrite_default_scope(scope):
+        return MODELS.build(cfg.model)
+
+
+def _save_standin(model, path: str) -> None:
+    import torch
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    print(f'[demo] random stand-in of {type(model).__name__} -> {path}')
+    torch.save(dict(meta=dict(standin=True), state_dict=model.state_dict()), path)

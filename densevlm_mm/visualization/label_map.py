@@ -1,8 +1,9 @@
 """Open-vocabulary label maps and labelled regions drawn over the image, at the image's own size.
 
-:func:`draw_label_map` blends a colour per class over the image, outlines the segments and adds a
-legend of the classes present (largest first, with their share of the image);
-:func:`draw_region_labels` draws boxes (and optionally masks) with their class and score;
+:func:`draw_label_map` paints a colour per class over the image and writes each class's name on its
+region (mmseg's ``SegLocalVisualizer``), outlines the segments and adds a legend of the classes
+present (largest first, with their share of the image); :func:`draw_region_labels` draws boxes (and
+optionally masks) with their class and score (mmdet's ``DetLocalVisualizer``);
 :func:`draw_similarity_overlay` one text-to-dense similarity map; :func:`save_label_png` writes
 the raw label map as an indexed PNG (pixel value = class index).
 """
@@ -13,10 +14,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.patches import Patch, Rectangle
+from matplotlib.patches import Patch
 from PIL import Image
 
-from .figure_utils import finish, new_figure
+from .figure_utils import finish, new_figure, save_png
 
 
 def class_palette(num_classes: int) -> np.ndarray:
@@ -71,16 +72,30 @@ def blend_label_map(image: np.ndarray, label_map: np.ndarray, palette: np.ndarra
     return np.clip(out, 0, 255).round().astype(np.uint8)
 
 
+def _resized(image: np.ndarray, label_map: np.ndarray, size):
+    """The image (bilinear) and the label map (nearest) at ``size = (W, H)``."""
+    if (image.shape[1], image.shape[0]) == tuple(size):
+        return image, label_map
+    big = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    labels = np.asarray(Image.fromarray(label_map.astype(np.int32), mode='I')
+                        .resize(size, Image.NEAREST)).astype(np.int64)
+    return big, labels
+
+
 def draw_label_map(image: np.ndarray, label_map: np.ndarray, class_names: Sequence[str],
-                   out_file: Optional[str] = None, alpha: float = 0.5, scale: float = 1.0,
+                   out_file: Optional[str] = None, alpha: float = 0.7, scale: float = 1.0,
                    legend: bool = True, max_legend: int = 12, title: Optional[str] = None,
-                   dpi: int = 100) -> np.ndarray:
-    """The label map blended over the image with a legend of the classes present.
+                   dpi: int = 100, with_labels: bool = True) -> np.ndarray:
+    """The label map over the image, class names on the regions, a legend of the classes present.
+
+    The overlay is mmseg's ``SegLocalVisualizer`` (``with_labels``: each class's name written on
+    its region) at the output size, with white segment outlines; at ``alpha`` 0.7 the regions
+    keep their legend colours.
 
     Args:
         image: uint8 RGB ``[H, W, 3]``.
         label_map: int ``[H, W]`` class indices into ``class_names``.
-        class_names: legend names (C).
+        class_names: names for regions and legend (C).
         out_file: PNG path to save.
         alpha: colour opacity.
         scale: output pixels per image pixel; the figure is exactly ``round(W·scale) ×
@@ -88,22 +103,27 @@ def draw_label_map(image: np.ndarray, label_map: np.ndarray, class_names: Sequen
         legend: draw the legend (classes present, largest area first, with their area share;
             at most ``max_legend`` entries, then "+N more").
         title: optional text in the top-left corner.
+        with_labels: write the class names on their regions.
 
     Returns:
         The RGB figure ``[round(H·scale), round(W·scale), 3]``.
     """
+    from .mm_visualizers import seg_overlay
     image = _check_image(image)
     names = list(class_names)
     label_map = np.asarray(label_map).astype(np.int64)
+    if label_map.shape != image.shape[:2]:
+        raise ValueError(f'label map {label_map.shape} and image {image.shape[:2]} differ in size')
+    if label_map.size and (label_map.min() < 0 or label_map.max() >= len(names)):
+        raise ValueError(f'labels must lie in [0, {len(names)})')
     palette = class_palette(len(names))
-    blended = blend_label_map(image, label_map, palette, alpha)
     size = _out_size(image, scale)
-    h, w = image.shape[:2]
+    big, big_labels = _resized(image, label_map, size)
+    shown = seg_overlay(big, big_labels, names, palette, alpha, with_labels)
+    shown[segment_boundaries(big_labels)] = 255
     fig = new_figure(size, dpi)
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(blended, extent=(0, w, h, 0), interpolation='nearest')
-    ax.set_xlim(0, w)
-    ax.set_ylim(h, 0)
+    ax.imshow(shown, interpolation='nearest')
     ax.set_axis_off()
     font = float(np.clip(min(size) / 28, 4, 11))
     if legend and label_map.size:
@@ -130,19 +150,17 @@ def _percent(fraction: float) -> str:
 def draw_region_labels(image: np.ndarray, boxes, labels: Sequence[int], scores,
                        class_names: Sequence[str], out_file: Optional[str] = None,
                        masks: Optional[np.ndarray] = None, scale: float = 1.0,
-                       alpha: float = 0.4, dpi: int = 100) -> np.ndarray:
-    """Boxes (xyxy image pixels ``[K, 4]``) and/or masks (bool ``[K, H, W]``) with
-    ``"<class> <score>"`` tags; the figure has the image's size times ``scale``."""
+                       alpha: float = 0.8) -> np.ndarray:
+    """Boxes (xyxy image pixels ``[K, 4]``) and/or masks (bool ``[K, H, W]``) in their class
+    colours with ``"<class>: <100 · score>"`` tags (mmdet's ``DetLocalVisualizer``); the figure
+    has the image's size times ``scale``."""
+    from .mm_visualizers import det_overlay
     image = _check_image(image)
     names = list(class_names)
     labels = [int(v) for v in np.asarray(labels).reshape(-1)]
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    palette = class_palette(len(names))
-    shown = image.astype(np.float32)
     if masks is not None:
         masks = np.asarray(masks, dtype=bool)
-        for k, m in enumerate(masks):
-            shown[m] = (1 - alpha) * shown[m] + alpha * palette[labels[k]]
     if boxes is None:
         boxes = [_mask_box(m) for m in masks] if masks is not None else []
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
@@ -150,22 +168,15 @@ def draw_region_labels(image: np.ndarray, boxes, labels: Sequence[int], scores,
         raise ValueError(f'{len(boxes)} regions, {len(labels)} labels, {len(scores)} scores')
     size = _out_size(image, scale)
     h, w = image.shape[:2]
-    fig = new_figure(size, dpi)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(np.clip(shown, 0, 255).astype(np.uint8), extent=(0, w, h, 0),
-              interpolation='bilinear')
-    ax.set_xlim(0, w)
-    ax.set_ylim(h, 0)
-    ax.set_axis_off()
-    font = float(np.clip(min(size) / 30, 4, 11))
-    for (x0, y0, x1, y1), lab, s in zip(boxes, labels, scores):
-        colour = palette[lab] / 255
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.5,
-                               edgecolor=colour))
-        ax.text(x0, y0, f'{names[lab]} {s:.2f}', ha='left', va='top', fontsize=font,
-                color='white', clip_on=True,
-                bbox=dict(boxstyle='square,pad=0.15', fc=colour, alpha=0.8, lw=0))
-    return finish(fig, size, out_file)
+    if size != (w, h):
+        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+        boxes = boxes * np.array([size[0] / w, size[1] / h] * 2, dtype=np.float32)
+        if masks is not None:
+            masks = np.stack([np.asarray(Image.fromarray(m).resize(size, Image.NEAREST))
+                              for m in masks]) if len(masks) else masks.reshape(0, *size[::-1])
+    return _save(det_overlay(image, boxes, labels, scores, names, class_palette(len(names)),
+                             masks=masks, line_width=max(1.0, min(size) / 150), alpha=alpha),
+                 out_file)
 
 
 def _mask_box(mask: np.ndarray):
@@ -173,6 +184,12 @@ def _mask_box(mask: np.ndarray):
     if ys.size == 0:
         return [0, 0, 0, 0]
     return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def _save(rgb: np.ndarray, out_file: Optional[str]) -> np.ndarray:
+    if out_file:
+        save_png(rgb, out_file)
+    return rgb
 
 
 def draw_similarity_overlay(image: np.ndarray, similarity: np.ndarray,

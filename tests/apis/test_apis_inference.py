@@ -168,3 +168,72 @@ def test_init_from_config_and_work_dir_checkpoint(demo, tmp_path):
                tmp_path / 'other.pth')
     with pytest.raises(RuntimeError, match='other.pth'):
         init_model(load_tiny_demo_config(demo), str(tmp_path / 'other.pth'))
+
+
+def _summary(model):
+    """Numbers of ``init_model``'s output on a fixed image: text rows, label-map counts, the
+    similarity at one cell and in total, the dense map's size."""
+    vocab = build_vocabulary_embeddings(model, ['snow', 'sky', 'person'], use_cache=False,
+                                        templates=['a photo of a {}.'])
+    res = inference_dense(model, region_image(), vocab)
+    return (vocab.embeddings[:, 0].tolist(), np.bincount(res.label_map.ravel(), minlength=3),
+            res.similarity[:, 0, 0].tolist(), float(res.similarity.sum()),
+            float(res.dense.abs().sum()))
+
+
+def test_init_model_reads_each_checkpoint_once_with_the_former_outputs(demo, tmp_path,
+                                                                       monkeypatch):
+    """One read per file (formerly a model-name checkpoint was read twice: once to look for the
+    text tower, once to load it) and the outputs pinned from before that change."""
+    from densevlm_mm.apis.tiny_demo import load_tiny_demo_config
+    from densevlm_mm.models.clip_factory import create_clip
+    from densevlm_mm.utils import checkpoint as ckpt_module
+    reads = []
+    read = ckpt_module.read_checkpoint
+    monkeypatch.setattr(ckpt_module, 'read_checkpoint',
+                        lambda path, *a, **k: reads.append(str(path)) or read(path, *a, **k))
+    torch.manual_seed(1)
+    torch.save(create_clip('densevlm-tiny-vit')[0].state_dict(), tmp_path / 'clip.pt')
+    text, counts, sim, total, dense = _summary(init_model('densevlm-tiny-vit',
+                                                          str(tmp_path / 'clip.pt'),
+                                                          image_size=64))
+    assert reads == [str(tmp_path / 'clip.pt')]
+    np.testing.assert_allclose(text, [-0.05005, 0.01306, -0.038], atol=2e-5)
+    assert counts.tolist() == [7871, 4535, 2954]
+    np.testing.assert_allclose(sim, [-0.34261, -0.33022, -0.32829], atol=2e-5)
+    assert abs(total - -3.318) < 2e-3 and abs(dense - 395.589) < 2e-2
+
+    torch.manual_seed(5)
+    visual = create_clip('densevlm-tiny-eva02')[0].visual.state_dict()
+    torch.save(dict(meta=dict(epoch=3), state_dict={f'backbone.visual.{k}': v
+                                                   for k, v in visual.items()}),
+               tmp_path / 'epoch_3.pth')
+    reads.clear()
+    text, counts, sim, total, dense = _summary(init_model(load_tiny_demo_config(demo),
+                                                          str(tmp_path / 'epoch_3.pth')))
+    assert reads == [f'{demo}/checkpoints/student.pt', str(tmp_path / 'epoch_3.pth')]
+    np.testing.assert_allclose(text, [-0.1049, -0.10936, -0.16789], atol=2e-5)
+    assert counts.tolist() == [4847, 6825, 3688]
+    np.testing.assert_allclose(sim, [0.08179, 0.03436, 0.12713], atol=2e-5)
+    assert abs(total - 14.961) < 2e-3 and abs(dense - 0.267) < 1e-3
+
+
+def test_random_or_missing_text_towers_are_refused(demo, tmp_path):
+    """A random text tower is for the bundled tiny test models only; a config whose
+    ``model.backbone.pretrained`` has no text tower is refused (formerly: random, with a
+    warning)."""
+    from densevlm_mm.apis.tiny_demo import load_tiny_demo_config
+    with pytest.raises(ValueError, match='no checkpoint for the text tower.*mean nothing'):
+        init_model('ViT-B-16')
+    cfg = load_tiny_demo_config(demo)
+    cfg.model.backbone.model_name = 'EVA02-B-16'
+    cfg.model.backbone.pretrained = None
+    with pytest.raises(ValueError, match='EVA02-B-16: no checkpoint for the text tower'):
+        init_model(cfg)
+    from densevlm_mm.models.clip_factory import create_clip
+    visual = create_clip('densevlm-tiny-eva02')[0].visual.state_dict()
+    torch.save({f'visual.{k}': v for k, v in visual.items()}, tmp_path / 'tower.pt')
+    cfg = load_tiny_demo_config(demo)
+    cfg.model.backbone.pretrained = str(tmp_path / 'tower.pt')
+    with pytest.raises(ValueError, match='model.backbone.pretrained: .*only an image tower'):
+        init_model(cfg)

@@ -183,7 +183,8 @@ def test_det_mode_with_a_tiny_fvit(demo_tool, clip_ckpt, tmp_path, capsys):
     torch.save(dict(meta={}, state_dict=detector.state_dict()), ckpt)
     out = tmp_path / 'det'
     args = [img, '--config', config, '--checkpoint', str(ckpt), '--mode', 'det', '--out',
-            str(out), '--score-thr', '0', '--cfg-options', f'{next(iter(opts))}={text}']
+            str(out), '--score-thr', '0', '--cfg-options', f'{next(iter(opts))}={text}',
+            'model.backbone.pretrained=None']  # whatever work_dirs/ holds here
     written = demo_tool.main(args)
     assert [Path(p).name for p in written] == ['street_det.png', 'street_det.json']
     assert _size(out / 'street_det.png') == (W, H)
@@ -191,13 +192,51 @@ def test_det_mode_with_a_tiny_fvit(demo_tool, clip_ckpt, tmp_path, capsys):
     assert dets and all(d['label'] in ('person', 'car', 'dog', 'bottle') for d in dets)
     assert [d['score'] for d in dets] == sorted((d['score'] for d in dets), reverse=True)
     assert 'F-ViT detector, 4 classes' in capsys.readouterr().out
-    with pytest.raises(SystemExit, match='text-embedding file'):
+    with pytest.raises(SystemExit, match='no text tower.*--text-checkpoint'):
         demo_tool.main(args + ['--custom-vocabulary', 'a,b'])
+    # a vocabulary named here, encoded by the text tower that made the detector's rows
+    written = demo_tool.main(args + ['--custom-vocabulary', 'zebra,person', '--text-checkpoint',
+                                     clip_ckpt])
+    dets = json.loads((out / 'street_det.json').read_text())
+    assert dets and {d['label'] for d in dets} <= {'zebra', 'person'}
+    assert 'F-ViT detector, 2 classes: zebra, person' in capsys.readouterr().out
     torch.save(dict(state_dict={k: v for k, v in detector.state_dict().items()
                                 if not k.startswith('rpn_head.')}), tmp_path / 'part.pth')
     with pytest.raises(SystemExit, match='missing keys'):
         demo_tool.main([img, '--config', config, '--checkpoint', str(tmp_path / 'part.pth'),
                         '--mode', 'det', '--cfg-options', f'{next(iter(opts))}={text}'])
+
+
+def test_seg_mode_with_a_trained_catseg(demo_tool, tmp_path, capsys):
+    """A CAT-Seg config + checkpoint: the segmentor's own label map of the vocabulary."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from densevlm_mm.registry import MODELS
+    from densevlm_mm.utils import register_all_modules
+    config = str(TOOLS.parent / 'configs' / 'catseg' / 'catseg_tiny_demo.py')
+    cfg = Config.fromfile(config)
+    cfg.model.train_classes = ['sky', 'car', 'grass', 'person', 'road', 'dog']
+    register_all_modules(init_default_scope=False)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(cfg.model)
+    torch.save(dict(meta={}, state_dict=model.state_dict()), tmp_path / 'iter_60.pth')
+    img = _image(tmp_path / 'road.png')
+    out = tmp_path / 'seg'
+    args = [img, '--config', config, '--checkpoint', str(tmp_path / 'iter_60.pth'), '--out',
+            str(out), '--scale', '2']
+    written = demo_tool.main(args + ['--custom-vocabulary', 'sky,road,zebra'])
+    assert [Path(p).name for p in written] == ['road_seg.png', 'road_labels.png']
+    assert _size(out / 'road_seg.png') == (2 * W, 2 * H)
+    assert _size(out / 'road_labels.png') == (W, H)
+    assert np.asarray(Image.open(out / 'road_labels.png')).max() < 3
+    assert (out / 'classes.txt').read_text().splitlines() == ['0\tsky', '1\troad', '2\tzebra']
+    assert 'CATSeg segmentor, 3 classes: sky, road, zebra' in capsys.readouterr().out
+    demo_tool.main(args)  # no vocabulary: the classes it was trained with
+    assert len((out / 'classes.txt').read_text().splitlines()) == 6
+    with pytest.raises(SystemExit, match='segmentor config: it draws label maps'):
+        demo_tool.main(args + ['--mode', 'heatmap'])
 
 
 def test_picture_stage_of_make_demo(demo, tmp_path):

@@ -53,12 +53,48 @@ def test_label_map_figure_has_the_image_size(tmp_path, scale):
         assert im.size == (100 * scale, 60 * scale)
     plain = draw_label_map(image, labels, ['sky', 'person', 'snow'], scale=scale, legend=False)
     assert (plain != rgb).any()  # the legend is drawn over the map
-    # far from the legend (bottom-left corner) the figure is the blend itself
-    blend = blend_label_map(image, labels, class_palette(3))
-    corner = np.asarray(Image.fromarray(blend).resize((100 * scale, 60 * scale),
-                                                      Image.NEAREST))
-    assert np.abs(rgb[-3 * scale, 3 * scale].astype(int)
-                  - corner[-3 * scale, 3 * scale].astype(int)).max() <= 2
+    # far from the legend and the names (bottom-left corner): mmseg's blend, 0.3 image + 0.7
+    # colour, truncated to uint8
+    expected = (0.3 * 100 + 0.7 * class_palette(3)[1].astype(float)).astype(np.uint8)
+    assert np.abs(rgb[-3 * scale, 3 * scale].astype(int) - expected.astype(int)).max() <= 2
+
+
+def test_label_map_names_its_regions_in_colours_the_legend_shows():
+    """Every class's name is written on its region (mmseg's ``with_labels``) and each region's
+    colour over a photo-like image stays nearest its own legend colour (the former 0.5 blend
+    turned a brown sky purple)."""
+    rng = np.random.default_rng(0)
+    h, w = 240, 320
+    image = np.clip(rng.normal(110, 45, (h, w, 3)), 0, 255).astype(np.uint8)
+    image[: h // 2] = np.clip(image[: h // 2].astype(int) + (0, 40, 110), 0, 255)  # blue sky
+    labels = np.zeros((h, w), dtype=np.int64)
+    labels[h // 2:] = 1
+    labels[100:200, 40:140] = 2
+    names = ['sky', 'grass', 'dog']
+    named = draw_label_map(image, labels, names, legend=False)
+    bare = draw_label_map(image, labels, names, legend=False, with_labels=False)
+    for k in range(3):  # the name tag: a changed patch inside every region
+        assert (np.abs(named.astype(int) - bare.astype(int)).sum(-1)[labels == k] > 60).sum() \
+            > 30, names[k]
+    pal = class_palette(3).astype(float)
+    inner = ~segment_boundaries(labels)
+    for k in range(3):
+        mean = bare[(labels == k) & inner].mean(0)
+        assert np.argmin(np.linalg.norm(pal - mean, axis=1)) == k, (names[k], mean, pal)
+
+
+def test_label_position_equals_mmseg():
+    """The numpy label position of ``LabelMapVisualizer`` is mmseg's (sorted pixels)."""
+    from mmseg.visualization import SegLocalVisualizer
+
+    from densevlm_mm.visualization.mm_visualizers import LabelMapVisualizer
+    rng = np.random.default_rng(1)
+    ours = LabelMapVisualizer(name='test_ours')
+    theirs = SegLocalVisualizer(name='test_theirs')
+    for _ in range(20):
+        mask = (rng.random((23, 31)) < rng.uniform(0.05, 0.6)).astype(np.uint8)
+        mask[rng.integers(23), rng.integers(31)] = 1
+        assert ours._get_center_loc(mask).tolist() == theirs._get_center_loc(mask).tolist()
 
 
 def test_region_and_overlay_figures(tmp_path):

@@ -160,14 +160,17 @@ def prepare_clip_state_dict(module: nn.Module, state_dict: Dict) -> Dict:
     return out
 
 
-def load_clip_weights(model: nn.Module, path: str, require_text: bool = False) -> None:
+def load_clip_weights(model: nn.Module, path: str, require_text: bool = False,
+                      state_dict: Optional[Dict] = None) -> None:
     """Load a local checkpoint into an open_clip model strictly (mismatched keys raise).
 
     Vendored EVA-CLIP state dicts are converted first. A file holding only ``visual.*`` keys
     (e.g. a saved image tower) fills ``model.visual`` and leaves the text tower as it is, unless
-    ``require_text`` (then it raises).
+    ``require_text`` (then it raises). ``state_dict``: the weights of ``path`` when the caller has
+    already read them (the file is then not read again; ``path`` names it in messages).
     """
-    state_dict = load_checkpoint_file(path)
+    if state_dict is None:
+        state_dict = load_checkpoint_file(path)
     if _is_vendored_eva(state_dict):
         converted, unmapped = convert_eva_clip_state_dict(state_dict)
         if unmapped:  # kept under their names: the strict load reports them as unexpected

@@ -95,7 +95,8 @@ def image_tower_state_dict(state_dict: Mapping[str, Tensor], path: str = '<state
 
 
 def load_image_tower(visual: nn.Module, path: str, model_name: str = '?',
-                     prefix: Optional[str] = None) -> Dict[str, List[str]]:
+                     prefix: Optional[str] = None,
+                     state_dict: Optional[Mapping[str, Tensor]] = None) -> Dict[str, List[str]]:
     """Load the image tower found in checkpoint ``path`` strictly into ``visual``.
 
     Args:
@@ -103,6 +104,8 @@ def load_image_tower(visual: nn.Module, path: str, model_name: str = '?',
         path: any checkpoint of :func:`image_tower_state_dict`.
         model_name: the open_clip model name, for messages.
         prefix: see :func:`image_tower_state_dict`.
+        state_dict: the unwrapped weights of ``path`` when the caller has already read them
+            (the file is then not read again; ``path`` names it in messages).
 
     Returns:
         ``dict(source=..., ignored=[...])``.
@@ -113,7 +116,8 @@ def load_image_tower(visual: nn.Module, path: str, model_name: str = '?',
     """
     from open_clip.timm_model import TimmModel
     is_eva = isinstance(visual, TimmModel) and type(visual.trunk).__name__ == 'Eva'
-    state_dict = load_checkpoint_file(path)
+    if state_dict is None:
+        state_dict = load_checkpoint_file(path)
     tower, source, ignored = image_tower_state_dict(state_dict, path, prefix, is_eva)
     tower = prepare_clip_state_dict(visual, tower)
     result = visual.load_state_dict(tower, strict=False)

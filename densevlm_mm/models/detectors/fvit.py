@@ -36,6 +36,13 @@ class FViT(TwoStageDetector):
         """Classes of the box head's text embeddings (label order)."""
         return self.roi_head.bbox_head.class_names
 
+    def set_vocabulary(self, names: List[str], embeddings: Tensor) -> None:
+        """Detect ``names`` (text rows ``[C, D]``) from now on; see
+        :meth:`FViTBBoxHead.set_vocabulary`."""
+        self.roi_head.bbox_head.set_vocabulary(names, embeddings)
+        if getattr(self, 'dataset_meta', None) is not None:
+            self.dataset_meta = dict(self.dataset_meta, classes=tuple(names))
+
     @property
     def eval_class_names(self) -> List[str]:
         """Checked against the evaluation dataset by ``EvalClassCheckHook``."""

@@ -138,6 +138,18 @@ class TextEmbeddingClassifier(nn.Module):
             else self.bg_embedding
         return torch.cat([self.class_embeddings, bg], dim=1)
 
+    def set_classes(self, names: Sequence[str], embeddings: Tensor) -> None:
+        """Replace the class rows by ``embeddings [C, D]`` of ``names`` (L2-normalised here);
+        the background column and the temperature stay."""
+        emb = F.normalize(torch.as_tensor(embeddings).float(), dim=-1)
+        if emb.ndim != 2 or emb.shape[0] != len(names) or \
+                emb.shape[1] != self.class_embeddings.shape[0]:
+            raise ValueError(f'{len(names)} class names need embeddings [{len(names)}, '
+                             f'{self.class_embeddings.shape[0]}], got {tuple(emb.shape)}')
+        self.class_embeddings = emb.t().contiguous().to(self.class_embeddings.device)
+        self.class_names = list(names)
+        self.out_features = len(names) + 1
+
     def cosine(self, x: Tensor) -> Tensor:
         """``normalize(x) · E`` ``[N, C+1]`` without temperature."""
         return F.normalize(x, dim=-1) @ self.embeddings.to(x.dtype)
@@ -213,6 +225,17 @@ class FViTBBoxHead(ConvFCBBoxHead):
     @property
     def class_names(self) -> List[str]:
         return self.fc_cls.class_names
+
+    def set_vocabulary(self, names: Sequence[str], embeddings: Tensor) -> None:
+        """Classify into ``names`` (rows ``embeddings [C, D]`` from the text tower that made the
+        training classes' rows) from now on, for inference. Names the detector was trained on as
+        base classes keep the base exponent ``alpha`` of the ensemble, all others get the novel
+        ``beta``; the background column stays."""
+        base = {n for n, m in zip(self.class_names, self.train_mask[:-1].tolist()) if m}
+        self.fc_cls.set_classes(names, embeddings)
+        self.num_classes = len(names)
+        self.train_mask = torch.tensor([n in base for n in names] + [True],
+                                       device=self.train_mask.device)
 
     @property
     def novel_mask(self) -> Tensor:

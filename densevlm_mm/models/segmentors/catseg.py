@@ -207,6 +207,27 @@ class CATSeg(BaseSegmentor):
         self.test_class_names = resolve_class_names(list(names), 'evaluation classes')
         self._load_text_file('test', self.test_class_names)
 
+    def set_vocabulary(self, names: Sequence[str]) -> None:
+        """Evaluate with classes named at inference time (open vocabulary), encoded by the
+        model's own text tower with its templates; a ``test_text_embeddings`` file (rows of its
+        own classes) is no longer used.
+
+        Raises:
+            ValueError: the head was trained on one text row per class (a training embedding
+                file) but the text tower gives ``P > 1`` template rows.
+        """
+        if self.text_encoder.num_prompts != self.decode_head.num_prompts:
+            raise ValueError(
+                f'this CAT-Seg head takes {self.decode_head.num_prompts} text row(s) per class '
+                f'(trained on an embedding file) but its text tower gives '
+                f'{self.text_encoder.num_prompts} (templates of the text_encoder config); '
+                'build it with a text encoder of one template to name classes at inference.')
+        self.test_class_names = resolve_class_names(list(names), 'vocabulary')
+        self.test_classes_from_dataset = False
+        if 'test' in self._files:
+            del self._files['test']
+            self.test_text_file = None
+
     @property
     def class_names(self) -> List[str]:
         """Classes of the current mode (train / test)."""

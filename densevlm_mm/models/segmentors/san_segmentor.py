@@ -1,5 +1,5 @@
 """SAN (Side Adapter Network) as mmseg builds it, with the class checks open vocabularies need."""
-from typing import List
+from typing import List, Sequence
 
 from mmseg.models.segmentors import MultimodalEncoderDecoder
 
@@ -27,6 +27,21 @@ class SAN(MultimodalEncoderDecoder):
                 f'SAN: the text encoder lists {len(names)} classes but decode_head.num_classes='
                 f'{self.decode_head.num_classes}; set model.decode_head.num_classes (and its '
                 'loss class_weight) to the vocabulary size')
+
+    def set_vocabulary(self, names: Sequence[str]) -> None:
+        """Segment into classes named at inference time (open vocabulary): the text encoder
+        encodes ``names`` with its own weights and templates (an ``embedding_file``, rows of its
+        own classes, is no longer used) and the class counts follow. For inference only: the
+        training loss keeps its class weights."""
+        names = [str(n) for n in names]
+        if not names:
+            raise ValueError('the vocabulary is empty')
+        text = self.text_encoder
+        text.vocabulary, text.dataset_name = names, None
+        if getattr(text, 'embedding_file', None) is not None:
+            text.embedding_file = None
+        self.decode_head.num_classes = self.decode_head.out_channels = len(names)
+        self.num_classes = self.out_channels = len(names)
 
     @property
     def eval_class_names(self) -> List[str]:
