@@ -154,7 +154,7 @@ def test_plain_openai_state_dict_drops_the_scalars_with_one_log_line(archive, tm
     assert sorted(load_checkpoint_file(odd)) == ['vocab_size', 'w']
 
 
-def test_cut_archive_and_other_model_messages_differ(archive, tmp_path, logs):
+def test_cut_archive_and_other_model_messages_differ(archive, tmp_path, logs, capsys):
     """A TorchScript archive loads; a truncated one says truncated; a TorchScript archive of
     another model is read and then refused by the strict load with its key accounting; an archive
     without weights says so. No message is used for another case."""
@@ -178,6 +178,14 @@ def test_cut_archive_and_other_model_messages_differ(archive, tmp_path, logs):
     assert 'resnet_like.pt' in msg and 'missing keys' in msg and 'unexpected keys' in msg
     assert "'0.weight'" in msg and 'truncated or corrupt' not in msg
     assert any('TorchScript archive' in line for line in logs)  # it was read, as TorchScript
+    from conftest import load_tool
+    capsys.readouterr()
+    tool = load_tool('model_converters/open_clip_to_san.py')
+    assert tool.main([other, str(tmp_path / 'san.pth')]) == 1
+    err = capsys.readouterr().err
+    assert 'no image tower found' in err and 'truncated or corrupt' not in err
+    assert tool.main([cut, str(tmp_path / 'san.pth')]) == 1
+    assert 'truncated or corrupt' in capsys.readouterr().err
 
     empty = str(tmp_path / 'no_weights.pt')
     with warnings.catch_warnings():
