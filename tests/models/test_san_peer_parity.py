@@ -202,3 +202,39 @@ def test_densevlm_templates_switch_gives_the_reference_rows(tiny_pair):
     print(f"\nSANTextEncoder templates='densevlm' vs the written-out 63-prompt reference: max "
           f'|diff| {float((got - want).abs().max()):.1e}; vs the vild rows: '
           f'{float((vild[:-1] - got[:-1]).abs().max()):.2f}')
+
+
+def full_size_comparison(name: str = 'san_vit-b16_coco-stuff164k-640x640_80k.py',
+                         peer: str = 'san-vit-b16_coco-stuff164k-640x640.py') -> str:
+    """The same comparison at full size, built from our config and mmseg's own config (random
+    weights, one 640 x 640 image, 171 COCO-Stuff classes). Not part of the suite (about a minute
+    of CPU): ``python tests/models/test_san_peer_parity.py``."""
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+
+    import densevlm_mm.models.segmentors  # noqa: F401
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'san', name))
+    ref = Config.fromfile(_mmseg_config(peer))
+    cfg.model.pretrained = ref.model.pretrained = None
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        torch.manual_seed(0)
+        ours, theirs = MODELS.build(cfg.model), MODELS.build(ref.model)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for pname, p in ours.named_parameters():
+            noise = 0.02 * torch.randn(p.shape, generator=g)
+            is_scale = p.dim() == 1 and ('norm' in pname or 'ln' in pname) and 'weight' in pname
+            p.copy_(1 + noise if is_scale else noise)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    ours.eval(), theirs.eval()
+    x = torch.randn(1, 3, 640, 640, generator=torch.Generator().manual_seed(2))
+    metas = [dict(img_shape=(640, 640), ori_shape=(640, 640), pad_shape=(640, 640))]
+    with torch.no_grad():
+        a, b = ours.encode_decode(x, metas), theirs.encode_decode(x, metas)
+    return (f'{name} vs mmseg {peer}: {a.numel()} logits {tuple(a.shape)}, identical: '
+            f'{torch.equal(a, b)}, max |diff| {float((a - b).abs().max()):.1e}')
+
+
+if __name__ == '__main__':
+    torch.set_num_threads(2)
+    print(full_size_comparison())
