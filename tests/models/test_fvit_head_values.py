@@ -1,9 +1,9 @@
 """F-ViT box head values against independent computations (spec §8.2).
 
 The classifier is ``T_det · normalize(x) · E`` over the L2-normalised class rows plus a background
-column (the file's background row, CLIPSelf's default / zero / learned); the training loss is softmax CE without the
-novel columns, weighted 1 (base) / 0 (novel) / ``bg_weight`` (background); at test time the
-detector and VLM probabilities are ensembled ``s^(1-λ) · v^λ`` (``λ = α`` base and background,
+column (the file's background row, CLIPSelf's default / zero / learned); the training loss is
+softmax CE without the novel columns, weighted 1 (base) / 0 (novel) / ``bg_weight``
+(background); at test time the detector and VLM probabilities are ensembled ``s^(1-λ) · v^λ`` (``λ = α`` base and background,
 ``β`` novel) and used as probabilities, boxes decoded with DeltaXYWH (stds 0.1, 0.1, 0.2, 0.2).
 Everything here is recomputed by hand (numpy / functional ops) or with mmdet's own
 ``ConvFCBBoxHead.forward`` on tiny heads (4-d embeddings, 8-channel 2x2 RoI features).
