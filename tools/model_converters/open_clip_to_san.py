@@ -4,15 +4,16 @@
         [--split N] [--config configs/san/....py]
 
 SRC: an open_clip CLIP checkpoint (e.g. OpenAI's released ``ViT-B-16.pt``, a TorchScript archive,
-or its state dict) or a DenseVLM work-dir checkpoint (student image tower under ``backbone.visual.*``;
-then ``--base`` gives the text tower, which DenseVLM does not train). Read safely (``weights_only``
-/ safetensors / open_clip's TorchScript reader; OpenAI's JIT scalar entries are dropped). The
-result equals what mmseg's ``tools/model_converters/clip2mmseg.py`` writes for the same file.
-DST: a plain state dict with SAN's ``image_encoder.* / decode_head.rec_with_attnbias.* /
-text_encoder.*`` keys, the ``pretrained`` file of ``configs/san/``. ``--split``: image blocks kept in SAN's image encoder
-(default 9 for 12-block, 18 for 24-block towers, as mmseg's SAN configs). ``--config``: build that
-SAN config's model and require every CLIP-holding key to be provided with the right shape.
-Exit status 1 when a source key is unmapped or the config check fails.
+or its state dict) or a DenseVLM work-dir checkpoint (student image tower under
+``backbone.visual.*``; then ``--base`` gives the text tower, which DenseVLM does not train). Read
+safely (``weights_only`` / safetensors / open_clip's TorchScript reader; OpenAI's JIT scalar
+entries are dropped). The result equals what mmseg's ``tools/model_converters/clip2mmseg.py``
+writes for the same file. DST: a plain state dict with SAN's ``image_encoder.* /
+decode_head.rec_with_attnbias.* / text_encoder.*`` keys, the ``pretrained`` file of
+``configs/san/``. ``--split``: image blocks kept in SAN's image encoder (default 9 for 12-block, 18
+for 24-block towers, as mmseg's SAN configs). ``--config``: build that SAN config's model and
+require every CLIP-holding key to be provided with the right shape. Exit status 1 when a source key
+is unmapped or the config check fails.
 """
 import argparse
 import sys
