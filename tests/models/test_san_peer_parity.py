@@ -139,14 +139,20 @@ def tiny_pair():
         torch.manual_seed(0)
         a = MODELS.build(model)
         b = MODELS.build(theirs)
-    with torch.no_grad():  # random weights everywhere (mmseg leaves some torch.empty)
+    return same_random_weights(a, b, scale=0.1)
+
+
+def same_random_weights(ours, theirs, scale: float):
+    """Random weights everywhere in ``ours`` (mmseg leaves some ``torch.empty``; norm scales
+    around 1), copied strictly into ``theirs``; both in eval mode."""
+    with torch.no_grad():
         g = torch.Generator().manual_seed(1)
-        for name, p in a.named_parameters():
-            noise = 0.1 * torch.randn(p.shape, generator=g)
+        for name, p in ours.named_parameters():
+            noise = scale * torch.randn(p.shape, generator=g)
             is_scale = p.dim() == 1 and ('norm' in name or 'ln' in name) and 'weight' in name
             p.copy_(1 + noise if is_scale else noise)
-    b.load_state_dict(a.state_dict(), strict=True)
-    return a.eval(), b.eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    return ours.eval(), theirs.eval()
 
 
 def test_san_equals_mmsegs_multimodal_encoder_decoder(tiny_pair):
@@ -219,14 +225,7 @@ def full_size_comparison(name: str = 'san_vit-b16_coco-stuff164k-640x640_80k.py'
     with DefaultScope.overwrite_default_scope('mmseg'):
         torch.manual_seed(0)
         ours, theirs = MODELS.build(cfg.model), MODELS.build(ref.model)
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(1)
-        for pname, p in ours.named_parameters():
-            noise = 0.02 * torch.randn(p.shape, generator=g)
-            is_scale = p.dim() == 1 and ('norm' in pname or 'ln' in pname) and 'weight' in pname
-            p.copy_(1 + noise if is_scale else noise)
-    theirs.load_state_dict(ours.state_dict(), strict=True)
-    ours.eval(), theirs.eval()
+    ours, theirs = same_random_weights(ours, theirs, scale=0.02)
     x = torch.randn(1, 3, 640, 640, generator=torch.Generator().manual_seed(2))
     metas = [dict(img_shape=(640, 640), ori_shape=(640, 640), pad_shape=(640, 640))]
     with torch.no_grad():
