@@ -213,8 +213,8 @@ def test_densevlm_templates_switch_gives_the_reference_rows(tiny_pair):
 def full_size_comparison(name: str = 'san_vit-b16_coco-stuff164k-640x640_80k.py',
                          peer: str = 'san-vit-b16_coco-stuff164k-640x640.py') -> str:
     """The same comparison at full size, built from our config and mmseg's own config (random
-    weights, one 640 x 640 image, 171 COCO-Stuff classes). Not part of the suite (about a minute
-    of CPU): ``python tests/models/test_san_peer_parity.py``."""
+    weights, one 640 x 640 image, 171 COCO-Stuff classes). Not part of the suite (about 6 CPU
+    minutes): ``python tests/models/test_san_peer_parity.py``."""
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
 
