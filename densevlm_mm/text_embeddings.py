@@ -10,6 +10,9 @@ File format (``.pt``, read with ``torch.load(weights_only=True)``) — a dict:
 ``embed_dim``      D
 ``normalized``     whether rows are unit norm (the reference's 316-class files are not)
 ``templates``      the prompt templates used
+``background``     float32 ``[D]``: the word ``background`` through the same templates and
+                   normalisation (the fixed background column of CLIPSelf's F-ViT); absent
+                   from files written before it was added
 =================  =====================================================================
 
 Reference ``.npy`` files (``[C, D]`` only) load too when a vocabulary is given for the names and
@@ -107,15 +110,21 @@ def build_text_embeddings(clip_model: torch.nn.Module,
     return torch.stack(rows).cpu()
 
 
+#: the name whose prompt-ensembled row is stored as ``background`` (CLIPSelf's F-ViT files)
+BACKGROUND_NAME = 'background'
+
+
 @dataclass
 class TextEmbeddings:
-    """Class embeddings ``[C, D]`` with the names, thing/stuff flags and producing model."""
+    """Class embeddings ``[C, D]`` with the names, thing/stuff flags and producing model;
+    ``background`` ``[D]`` (or ``None``) is the row of the word "background" made the same way."""
     embeddings: torch.Tensor
     class_names: List[str]
     is_thing: torch.Tensor
     model_name: str = 'unknown'
     normalized: bool = True
     templates: List[str] = field(default_factory=lambda: list(TEMPLATES))
+    background: Optional[torch.Tensor] = None
 
     @property
     def embed_dim(self) -> int:
@@ -125,11 +134,13 @@ class TextEmbeddings:
         return self.embeddings.shape[0]
 
     def save(self, path: str) -> None:
-        torch.save(
-            dict(embeddings=self.embeddings.float().contiguous(), class_names=list(self.class_names),
-                 is_thing=self.is_thing.bool(), model_name=self.model_name,
-                 embed_dim=self.embed_dim, normalized=bool(self.normalized),
-                 templates=list(self.templates)), path)
+        obj = dict(embeddings=self.embeddings.float().contiguous(),
+                   class_names=list(self.class_names), is_thing=self.is_thing.bool(),
+                   model_name=self.model_name, embed_dim=self.embed_dim,
+                   normalized=bool(self.normalized), templates=list(self.templates))
+        if self.background is not None:
+            obj['background'] = self.background.float().reshape(-1).contiguous()
+        torch.save(obj, path)
 
 
 def load_text_embeddings(path: str,
@@ -182,10 +193,17 @@ def load_text_embeddings(path: str,
                             torch.as_tensor(obj['is_thing']).bool(),
                             model_name=obj.get('model_name', 'unknown'),
                             normalized=bool(obj.get('normalized', True)),
-                            templates=list(obj.get('templates', TEMPLATES)))
+                            templates=list(obj.get('templates', TEMPLATES)),
+                            background=obj.get('background'))
     if te.embeddings.ndim != 2 or te.embeddings.shape[0] != len(te.class_names):
         raise ValueError(f'{path!r}: embeddings of shape {tuple(te.embeddings.shape)} do not have '
                          f'one row per class ({len(te.class_names)} names)')
+    if te.background is not None:
+        te.background = torch.as_tensor(te.background).float().reshape(-1)
+        if te.background.numel() != te.embed_dim:
+            raise ValueError(f'{path!r}: the background row has {te.background.numel()} values '
+                             f'but the class rows {te.embed_dim}; regenerate the file with '
+                             'tools/text_embeddings.py.')
     if vocab is not None:
         if len(vocab) != len(te):
             raise ValueError(f'{path!r} has {len(te)} classes but the vocabulary has {len(vocab)}; '
@@ -233,6 +251,9 @@ def generate_text_embedding_file(model_name: str, checkpoint: Optional[str],
                                  batch_size: int = 256, progress: bool = True) -> TextEmbeddings:
     """Encode a vocabulary with an open_clip text tower and write the embedding file.
 
+    Besides the class rows, the file holds ``background``: the word "background" through the
+    same templates and normalisation (as CLIPSelf's F-ViT class-embedding files, spec §8.3).
+
     Args:
         model_name: open_clip model name (or a bundled tiny config).
         checkpoint: local weights, or ``None``/``'none'`` for random init (tiny demo models).
@@ -255,10 +276,12 @@ def generate_text_embedding_file(model_name: str, checkpoint: Optional[str],
     ckpt = None if checkpoint in (None, 'none', 'None', '') else checkpoint
     model, tokenizer = create_clip(model_name, pretrained=ckpt, device=device)
     model.eval()
-    emb = build_text_embeddings(model, tokenizer, vocab.names, templates, normalize=normalize,
-                                batch_size=batch_size, device=device, progress=progress)
-    te = TextEmbeddings(emb, list(vocab.names), vocab.is_thing.clone(), model_name=model_name,
-                        normalized=normalize, templates=list(templates))
+    emb = build_text_embeddings(model, tokenizer, list(vocab.names) + [BACKGROUND_NAME],
+                                templates, normalize=normalize, batch_size=batch_size,
+                                device=device, progress=progress)
+    te = TextEmbeddings(emb[:-1], list(vocab.names), vocab.is_thing.clone(),
+                        model_name=model_name, normalized=normalize, templates=list(templates),
+                        background=emb[-1])
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     te.save(out)
     return te

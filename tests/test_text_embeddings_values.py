@@ -261,6 +261,27 @@ def test_save_writes_every_documented_field(tmp_path):
     assert obj['normalized'] is True and obj['templates'] == TEMPLATES
 
 
+def test_background_row_round_trips_and_is_checked(tmp_path):
+    """``background`` is written only when given, read back as float32 ``[D]``; a row of
+    another size is refused; files without it read ``None``."""
+    path = str(tmp_path / 'bg.pt')
+    row = torch.tensor([1., 2., 3., 4.], dtype=torch.float64)
+    _te(background=row).save(path)
+    obj = torch.load(path, weights_only=True)
+    assert obj['background'].dtype == torch.float32 and obj['background'].shape == (4, )
+    back = load_text_embeddings(path)
+    torch.testing.assert_close(back.background, row.float(), rtol=0, atol=0)
+    assert back.class_names == ['cat', 'dog', 'grass']  # not a class
+    _te().save(path)
+    assert 'background' not in torch.load(path, weights_only=True)
+    assert load_text_embeddings(path).background is None
+    obj = dict(torch.load(path, weights_only=True), background=torch.ones(5))
+    torch.save(obj, path)
+    with pytest.raises(ValueError, match=r'bg\.pt.*background row has 5 values but the class rows '
+                       r'4; regenerate'):
+        load_text_embeddings(path)
+
+
 def test_minimal_file_gets_documented_defaults(tmp_path):
     """A dict with only the three required keys: normalised, model unknown, the 63 templates."""
     path = str(tmp_path / 'min.pt')
@@ -490,18 +511,22 @@ def fake_create_clip(monkeypatch):
 
 
 def test_generate_defaults(tmp_path, fake_create_clip, recording_bar):
-    """Defaults: the 63 templates, unit rows, batches of 256, a progress bar, the CPU."""
+    """Defaults: the 63 templates, unit rows, batches of 256, a progress bar, the CPU; the
+    classes, then the word "background" the same way (stored apart, as ``background``)."""
     out = str(tmp_path / 'new' / 'dir' / 'e.pt')  # missing folders are created
     te = generate_text_embedding_file('fake-model', 'none', _vocab(), out)
     assert [(c['pretrained'], c['device']) for c in fake_create_clip] == [(None, 'cpu')]
     model = fake_create_clip[0]['model']
-    assert model.batch_sizes == [63, 63, 63]
-    assert [(b.task_num, b.updates) for b in recording_bar.made] == [(3, 3)]
+    assert model.batch_sizes == [63, 63, 63, 63]
+    assert [(b.task_num, b.updates) for b in recording_bar.made] == [(4, 4)]
     expected = reference_rows(FakeTextTower(), char_tokenizer, _vocab().names, TEMPLATES, True)
+    bg = reference_rows(FakeTextTower(), char_tokenizer, ['background'], TEMPLATES, True)[0]
     back = load_text_embeddings(out, vocabulary=_vocab(), embed_dim=6,
                                 expected_model='fake-model')
+    assert 'background' not in back.class_names and len(back) == 3
     for res in (te, back):
         torch.testing.assert_close(res.embeddings, expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(res.background, bg, rtol=0, atol=1e-6)
         assert res.normalized is True and res.templates == TEMPLATES
         assert res.model_name == 'fake-model' and res.is_thing.tolist() == [True, True, False]
     te = generate_text_embedding_file('fake-model', None, _vocab(), out)  # the folder exists
@@ -512,7 +537,7 @@ def test_generate_default_batch_is_256_prompts(tmp_path, fake_create_clip):
     templates = [f'{{}} number {i}.' for i in range(257)]
     generate_text_embedding_file('fake-model', 'none', _vocab(), str(tmp_path / 'e.pt'),
                                  templates=templates, progress=False)
-    assert fake_create_clip[0]['model'].batch_sizes == [256, 1] * 3
+    assert fake_create_clip[0]['model'].batch_sizes == [256, 1] * 4  # 3 classes + background
 
 
 def test_generate_passes_its_arguments(tmp_path, fake_create_clip, recording_bar):
@@ -524,7 +549,7 @@ def test_generate_passes_its_arguments(tmp_path, fake_create_clip, recording_bar
     assert fake_create_clip[0]['device'] == 'meta'
     model = fake_create_clip[0]['model']
     assert {d.type for d in model.token_devices} == {'meta'}
-    assert model.batch_sizes == [2, 1] * 3
+    assert model.batch_sizes == [2, 1] * 4
     assert recording_bar.made == []
     back = load_text_embeddings(out)
     for res in (te, back):
@@ -534,6 +559,10 @@ def test_generate_passes_its_arguments(tmp_path, fake_create_clip, recording_bar
     expected = reference_rows(FakeTextTower(), char_tokenizer, _vocab().names, templates, False)
     torch.testing.assert_close(load_text_embeddings(out).embeddings, expected, rtol=0, atol=1e-6)
     assert (expected.norm(dim=-1) < 0.999).all()
+    # the background row is made the same way: not normalised either
+    bg = reference_rows(FakeTextTower(), char_tokenizer, ['background'], templates, False)[0]
+    torch.testing.assert_close(load_text_embeddings(out).background, bg, rtol=0, atol=1e-6)
+    assert bg.norm() < 0.999
 
 
 def test_generate_reads_a_templates_file(tmp_path, fake_create_clip):

@@ -8,7 +8,9 @@ CHECKPOINT: local weights (``none`` = random init, for the tiny demo models);
 VOCAB: a bundled vocabulary name (``densevlm_316``, ``coco_panoptic_133``, ...), a JSON list of
 ``{"name", "isthing"}`` or a txt with ``thing<TAB>name`` lines; the 63 templates of the reference
 by default (``--templates`` takes a txt with one template per line, ``{}`` = name).
-The output stores the embeddings with model name, dimension, class names and ``is_thing``.
+The output stores the embeddings with model name, dimension, class names and ``is_thing``, and a
+``background`` row (the word "background", same templates and normalisation: the fixed background
+column of CLIPSelf's F-ViT, ``background='embedding'`` of the F-ViT configs).
 """
 import argparse
 import os.path as osp
@@ -37,8 +39,8 @@ def main(argv=None):
     te = generate_text_embedding_file(args.model_name, args.checkpoint, args.vocabulary, args.out,
                                       args.templates, not args.no_normalize, args.device,
                                       args.batch_size)
-    print(f'\nwrote {args.out}: {len(te)} classes ({int(te.is_thing.sum())} things), '
-          f'{te.embed_dim}-d, model {te.model_name}')
+    print(f'\nwrote {args.out}: {len(te)} classes ({int(te.is_thing.sum())} things) + the '
+          f'background row, {te.embed_dim}-d, model {te.model_name}')
 
 
 if __name__ == '__main__':

@@ -3,7 +3,9 @@
 #   python tools/model_converters/open_clip_to_san.py checkpoints/ViT-B-16_openai.pt \
 #       checkpoints/san/openai_vit-b16_san.pth --config configs/san/san_vit-b16_coco-stuff164k-640x640_80k.py
 #   bash tools/dist_train.sh configs/san/san_vit-b16_coco-stuff164k-640x640_80k.py 4
-# Class rows: DenseVLM's 63 templates (text_encoder.templates='vild' reproduces mmseg's SAN).
+# Everything else is mmseg's SAN (class rows from mmseg's 'vild' prompts; switch:
+# model.text_encoder.templates='densevlm' for the 63 templates of backbone training); the
+# differences and their switches: docs/en/fidelity/san.md.
 _base_ = 'mmseg::san/san-vit-b16_coco-stuff164k-640x640.py'
 custom_imports = dict(imports=['densevlm_mm.models.segmentors'], allow_failed_imports=False)
 pretrained = 'checkpoints/san/openai_vit-b16_san.pth'
@@ -11,7 +13,7 @@ model = dict(
     type='densevlm_mm.SAN',
     pretrained=pretrained,
     text_encoder=dict(type='densevlm_mm.SANTextEncoder', dataset_name='coco-stuff164k',
-                      templates='densevlm'))
+                      templates='vild'))
 max_iters = 80000
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=5000,
                  val_begin=max_iters - 5000)

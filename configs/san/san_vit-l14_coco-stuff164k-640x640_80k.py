@@ -9,7 +9,7 @@ model = dict(
     type='densevlm_mm.SAN',
     pretrained=pretrained,
     text_encoder=dict(type='densevlm_mm.SANTextEncoder', dataset_name='coco-stuff164k',
-                      templates='densevlm'))
+                      templates='vild'))
 max_iters = 80000
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=5000,
                  val_begin=max_iters - 5000)

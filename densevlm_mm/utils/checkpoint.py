@@ -1,10 +1,11 @@
 """Safe checkpoint reading and reported (strict) loading.
 
 A path given by a user is never unpickled with arbitrary objects: safetensors files are read with
-safetensors and everything else with ``torch.load(weights_only=True)`` (plus the few harmless
-classes mmengine writes into its ``meta``). Unreadable files raise an error naming the file and the
-reason; missing and unexpected keys are reported (and raise when ``strict``), never silently
-ignored.
+safetensors, TorchScript archives (OpenAI's CLIP releases, e.g. ``ViT-B-16.pt``) with open_clip's
+reader (``torch.jit.load``: TorchScript's own unpickler, no Python objects), and everything else
+with ``torch.load(weights_only=True)`` (plus the few harmless classes mmengine writes into its
+``meta``). Unreadable files raise an error naming the file and the reason; missing and unexpected
+keys are reported (and raise when ``strict``), never silently ignored.
 
 This module imports nothing from the rest of ``densevlm_mm`` (backbones, tools and the engine all
 use it).
@@ -13,6 +14,7 @@ import logging
 import os
 import os.path as osp
 import pickle
+import warnings
 import zipfile
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -21,6 +23,8 @@ from mmengine.logging import print_log
 from torch import nn
 
 WRAPPER_KEYS = ('state_dict', 'model', 'module')
+#: scalars OpenAI's CLIP state dicts carry besides the weights (open_clip and mmseg drop them too)
+JIT_SCALAR_KEYS = ('input_resolution', 'context_length', 'vocab_size')
 
 _ZIP_MAGIC = b'PK\x03\x04'
 _FILE_SIGNATURES = {  # leading bytes of common non-checkpoint files -> what they are
@@ -53,12 +57,64 @@ def _is_safetensors(head: bytes, path: str) -> bool:
     return 0 < n <= osp.getsize(path) - 8
 
 
+def is_torchscript_archive(path: str) -> bool:
+    """Whether ``path`` is a TorchScript zip (``torch.jit.save``; OpenAI's CLIP ``.pt`` releases).
+
+    The test ``torch.load`` itself uses: a ``constants.pkl`` record in the archive's folder.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split('/')[-1] == 'constants.pkl' and name.count('/') <= 1
+                       for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _read_torchscript(path: str, map_location: str) -> Dict:
+    """The state dict of a TorchScript archive, read by open_clip's checkpoint reader.
+
+    ``open_clip.factory.load_state_dict`` loads the archive with ``torch.jit.load`` (``torch.load``
+    dispatches TorchScript zips to it; no Python unpickling) and drops the JIT scalar entries
+    (:data:`JIT_SCALAR_KEYS`). Only called on files :func:`is_torchscript_archive` accepted.
+    """
+    from open_clip.factory import load_state_dict as open_clip_load_state_dict
+    try:
+        with warnings.catch_warnings():  # torch's "dispatching to torch.jit.load" and deprecations
+            warnings.simplefilter('ignore', UserWarning)
+            warnings.simplefilter('ignore', FutureWarning)
+            state_dict = open_clip_load_state_dict(path, device=map_location, weights_only=False)
+    except StopIteration:  # open_clip looks at the first key
+        raise CheckpointError(f'{path!r} is a TorchScript archive without any weights; pass the '
+                              'CLIP checkpoint (e.g. OpenAI\'s ViT-B-16.pt).') from None
+    except (RuntimeError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f'{path!r} is a TorchScript archive (the format of OpenAI\'s CLIP '
+                              f'releases) that torch.jit.load cannot read ({exc}); it may be '
+                              'truncated or corrupt. Download it again.') from exc
+    print_log(f'{path!r} is a TorchScript archive (OpenAI CLIP release format): read with '
+              "open_clip's reader, which drops the JIT scalar entries "
+              f'{"/".join(JIT_SCALAR_KEYS)}', logger='current', level=logging.INFO)
+    return dict(state_dict)
+
+
+def drop_jit_scalars(state_dict: Mapping, path: str = '<state dict>') -> Dict:
+    """Remove OpenAI's JIT scalar entries (:data:`JIT_SCALAR_KEYS`: one-element tensors, not
+    weights) from a state dict, with one log line naming them."""
+    found = [k for k in JIT_SCALAR_KEYS
+             if torch.is_tensor(state_dict.get(k)) and state_dict[k].numel() == 1]
+    if not found:
+        return dict(state_dict)
+    print_log(f'{path!r}: dropped the OpenAI JIT scalar entries {found} (not weights)',
+              logger='current', level=logging.INFO)
+    return {k: v for k, v in state_dict.items() if k not in found}
+
+
 def read_checkpoint(path: str, map_location: str = 'cpu') -> Dict:
     """Read a checkpoint file safely and return what it holds (not unwrapped).
 
     Accepts ``torch.save`` files (zip or legacy format; raw state dicts, open_clip / CLIPSelf
-    training dicts, mmengine work-dir checkpoints with ``state_dict`` and ``meta``) and
-    safetensors files (any extension).
+    training dicts, mmengine work-dir checkpoints with ``state_dict`` and ``meta``), safetensors
+    files (any extension) and TorchScript archives (OpenAI's CLIP releases such as
+    ``ViT-B-16.pt``: their state dict, through open_clip's reader, without the JIT scalars).
 
     Args:
         path: local file.
@@ -70,9 +126,9 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> Dict:
     Raises:
         FileNotFoundError: the path does not exist.
         IsADirectoryError: the path is a directory.
-        CheckpointError: empty, truncated or not a checkpoint (e.g. an image), or it holds pickled
-            Python objects beyond tensors and plain containers (the message names the
-            re-saving tool).
+        CheckpointError: empty, truncated or not a checkpoint (e.g. an image), a TorchScript
+            archive ``torch.jit.load`` cannot read, or it holds pickled Python objects beyond
+            tensors and plain containers (the message names the re-saving tool).
     """
     path = os.fspath(path)
     if not osp.exists(path):
@@ -102,6 +158,8 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> Dict:
     if is_zip and not zipfile.is_zipfile(path):
         raise CheckpointError(f'checkpoint file {path!r} is truncated or corrupt (its zip '
                               'directory is missing); save or download it again.')
+    if is_zip and is_torchscript_archive(path):
+        return _read_torchscript(path, map_location)
     allow_mmengine_checkpoint_meta()
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -132,11 +190,11 @@ def load_checkpoint_file(path: str, map_location: str = 'cpu', unwrap: bool = Tr
         path: ``.safetensors``, ``.pt``/``.pth``/``.bin`` file.
         map_location: device for the tensors.
         unwrap: take the first of ``state_dict`` / ``model`` / ``module`` when the file is a
-            training checkpoint (open_clip, CLIPSelf/DenseVLM, mmengine) and strip a leading
-            ``module.``.
+            training checkpoint (open_clip, CLIPSelf/DenseVLM, mmengine), strip a leading
+            ``module.`` and drop OpenAI's JIT scalar entries (:func:`drop_jit_scalars`).
     """
     obj = read_checkpoint(path, map_location=map_location)
-    return unwrap_state_dict(obj) if unwrap else dict(obj)
+    return drop_jit_scalars(unwrap_state_dict(obj), path) if unwrap else dict(obj)
 
 
 def unwrap_state_dict(obj: Mapping) -> Dict:
@@ -302,6 +360,7 @@ def _history_buffer_getattr(obj, name):
         'mmengine.logging.HistoryBuffer are allowed when reading a checkpoint')
 
 
-__all__ = ['CheckpointError', 'read_checkpoint', 'load_checkpoint_file', 'unwrap_state_dict',
+__all__ = ['CheckpointError', 'read_checkpoint', 'is_torchscript_archive', 'drop_jit_scalars',
+           'JIT_SCALAR_KEYS', 'load_checkpoint_file', 'unwrap_state_dict',
            'load_state_dict_reported', 'load_model_checkpoint', 'rename_prefixes',
            'describe_keys', 'allow_mmengine_checkpoint_meta']

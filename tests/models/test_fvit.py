@@ -149,6 +149,28 @@ def test_embedding_file_of_other_classes_fails_at_build(stage, demo_root, tmp_pa
         _build_model(cfg)
 
 
+def test_embedding_file_of_another_model_fails_at_build(stage, demo_root, tmp_path):
+    """Rows made with another CLIP's text tower (same 32-d, same classes) are refused when the
+    detector is built: the message names the file, both models and the command."""
+    from densevlm_mm.text_embeddings import generate_text_embedding_file
+    other = str(tmp_path / 'vit_rows.pt')
+    generate_text_embedding_file('densevlm-tiny-vit', None, stage['data']['vocabulary_json'], other,
+                                 progress=False)
+    cfg = _tiny_cfg(demo_root, **{'model.roi_head.bbox_head.text_embeddings': other})
+    with pytest.raises(ValueError) as err:
+        _build_model(cfg)
+    msg = str(err.value)
+    assert repr(other) in msg and "text tower of 'densevlm-tiny-vit'" in msg
+    assert f"'{STUDENT}' image tower" in msg
+    assert f'python tools/text_embeddings.py {STUDENT} CLIP_CHECKPOINT VOCABULARY {other}' in msg
+    # a file that records no model is used (with a warning): nothing to compare
+    from densevlm_mm.text_embeddings import load_text_embeddings
+    te = load_text_embeddings(other)
+    te.model_name = 'unknown'
+    te.save(other)
+    _build_model(cfg)
+
+
 def test_dataset_classes_differing_from_embeddings_fail_before_training(stage, demo_root):
     """Without the config's class list, the hook compares the dataset with the file before the
     first iteration."""
@@ -185,14 +207,18 @@ def test_geometric_ensemble_equals_hand_computation():
     torch.testing.assert_close(out, hand)
 
 
+BG = torch.tensor([0., 1., 1., 0.])
+
+
 @pytest.fixture()
 def head_file(tmp_path):
-    """An embedding file with 3 known 4-d classes (not unit norm: the head normalises)."""
+    """An embedding file with 3 known 4-d classes and the background row (not unit norm: the
+    head normalises)."""
     from densevlm_mm.text_embeddings import TextEmbeddings
     emb = torch.tensor([[2., 0., 0., 0.], [0., 1., 0., 0.], [0., 0., 3., 1.]])
     path = str(tmp_path / 'three.pt')
     TextEmbeddings(emb, ['a', 'b', 'c'], torch.ones(3, dtype=torch.bool), model_name='x',
-                   normalized=False).save(path)
+                   normalized=False, background=BG).save(path)
     return path, emb
 
 
@@ -219,21 +245,19 @@ def test_head_values_match_an_independent_computation(head_file):
     x = torch.randn(5, 8, 2, 2)
     cls_score, _ = head(x)
     # independent: shared fc + ReLU, cls fc + ReLU (reference), cosine with the normalised rows and
-    # a zero background column, times the initial temperature 50
+    # the normalised background row (the default, as CLIPSelf), times the initial temperature 50
     with torch.no_grad():
         h = F.relu(F.linear(x.flatten(1), head.shared_fcs[0].weight, head.shared_fcs[0].bias))
         c = F.relu(F.linear(h, head.cls_fcs[0].weight, head.cls_fcs[0].bias))
     c = c.numpy().astype(np.float64)
-    e = emb.numpy().astype(np.float64)
+    e = np.concatenate([emb.numpy(), BG.numpy()[None]]).astype(np.float64)
     e = e / np.linalg.norm(e, axis=1, keepdims=True)
-    cos = (c / np.linalg.norm(c, axis=1, keepdims=True)) @ e.T
-    logits = 50.0 * np.concatenate([cos, np.zeros((5, 1))], axis=1)
+    logits = 50.0 * (c / np.linalg.norm(c, axis=1, keepdims=True)) @ e.T
     np.testing.assert_allclose(cls_score.detach().numpy(), logits, rtol=1e-5, atol=1e-4)
     # test-time ensemble: softmax(det), softmax(T_vlm * cos(vlm, E)), base a,c,bg ^0.3, novel b ^0.7
     v = torch.randn(5, 4)
     vn = v.numpy().astype(np.float64)
-    vcos = (vn / np.linalg.norm(vn, axis=1, keepdims=True)) @ e.T
-    vlogit = 10.0 * np.concatenate([vcos, np.zeros((5, 1))], axis=1)
+    vlogit = 10.0 * (vn / np.linalg.norm(vn, axis=1, keepdims=True)) @ e.T
 
     def softmax(z):
         z = np.exp(z - z.max(1, keepdims=True))
@@ -285,13 +309,18 @@ def test_training_loss_removes_novel_columns_and_weights_background(head_file):
         head.loss(logits, None, None, torch.tensor([1, 0]), torch.ones(2), None, None)
 
 
-def test_background_options(head_file):
+def test_background_options(head_file, tmp_path):
+    from densevlm_mm.text_embeddings import TextEmbeddings
     path, emb = head_file
     learned = _head(path, background='learned')
     assert isinstance(learned.fc_cls.bg_embedding, torch.nn.Parameter)
-    torch.testing.assert_close(learned.fc_cls.embeddings[:, -1].norm(), torch.tensor(1.0))
-    with pytest.raises(ValueError, match="no 'background' row"):
-        _head(path, background='embedding')
+    torch.testing.assert_close(learned.fc_cls.embeddings[:, -1], F.normalize(BG, dim=0))
+    zero = _head(path, background='zero')
+    assert torch.equal(zero.fc_cls.embeddings[:, -1], torch.zeros(4))
+    old = str(tmp_path / 'old.pt')
+    TextEmbeddings(emb, ['a', 'b', 'c'], torch.ones(3, dtype=torch.bool), model_name='x').save(old)
+    with pytest.raises(ValueError, match="no background row.*background='zero'"):
+        _head(old, background='embedding')
     fixed = _head(path, learn_temperature=False, temperature=20.0)
     assert not isinstance(fixed.fc_cls.temperature, torch.nn.Parameter)
 

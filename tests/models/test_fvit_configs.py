@@ -34,6 +34,8 @@ def test_config_constants(path):
     assert bh.fc_out_channels == (768 if large else 512)
     assert m.roi_head.vlm_roi_extractor.featmap_strides == [14 if large else 16]
     assert bh.alpha == 0.1 and bh.temperature == 50.0 and bh.learn_temperature
+    assert bh.background == 'embedding'  # CLIPSelf: the file's background row, learn_bg=False
+    assert cfg.auto_scale_lr.enable  # CLIPSelf's config enables it
     if lvis:
         assert (bh.num_classes, bh.bg_weight, bh.vlm_temperature) == (1203, 0.9, 50.0)
         assert bh.beta == (0.4 if large else 0.6)
@@ -68,3 +70,25 @@ def test_reference_fixme_defaults_and_the_fix_config():
     fixed = load('fvit_eva02-b16_512_ovcoco_fixes.py')
     assert fixed.model.data_preprocessor.mean[0] == pytest.approx(0.48145466 * 255)
     assert fixed.model.roi_head.bbox_head.cls_relu is False
+
+
+@pytest.mark.parametrize('enable', [True, False])
+def test_auto_scale_lr_switch_in_both_positions(enable):
+    """CLIPSelf's config (mmdet 2.28, ``auto_scale_lr.enable=True``): lr x (GPUs x images per GPU
+    / 64). Default here the same; ``enable=False`` keeps the config's lr whatever the batch.
+    Computed by mmengine's ``Runner.scale_lr`` for 2 GPUs x 8 images."""
+    from types import SimpleNamespace
+
+    import torch
+    from mmengine.logging import MMLogger
+    from mmengine.optim import OptimWrapper
+    from mmengine.runner import Runner
+    cfg = load('fvit_eva02-b16_512_ovcoco.py')
+    cfg.auto_scale_lr.enable = enable
+    opt = cfg.optim_wrapper.optimizer
+    wrapper = OptimWrapper(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=opt.lr))
+    fake = SimpleNamespace(_train_dataloader=cfg.train_dataloader, world_size=2,
+                           param_schedulers=None, logger=MMLogger.get_current_instance())
+    Runner.scale_lr(fake, wrapper, cfg.auto_scale_lr)
+    peer = opt.lr * (2 * 8) / 64  # mmdet 2.28 auto_scale_lr: (num_gpus * samples_per_gpu / base)
+    assert wrapper.optimizer.param_groups[0]['lr'] == pytest.approx(peer if enable else opt.lr)

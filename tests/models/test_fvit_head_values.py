@@ -1,9 +1,9 @@
 """F-ViT box head values against independent computations (spec §8.2).
 
 The classifier is ``T_det · normalize(x) · E`` over the L2-normalised class rows plus a background
-column (zero / learned / the file's background row); the training loss is softmax CE without the
-novel columns, weighted 1 (base) / 0 (novel) / ``bg_weight`` (background); at test time the
-detector and VLM probabilities are ensembled ``s^(1-λ) · v^λ`` (``λ = α`` base and background,
+column (the file's background row, CLIPSelf's default / zero / learned); the training loss is
+softmax CE without the novel columns, weighted 1 (base) / 0 (novel) / ``bg_weight``
+(background); at test time the detector and VLM probabilities are ensembled ``s^(1-λ) · v^λ`` (``λ = α`` base and background,
 ``β`` novel) and used as probabilities, boxes decoded with DeltaXYWH (stds 0.1, 0.1, 0.2, 0.2).
 Everything here is recomputed by hand (numpy / functional ops) or with mmdet's own
 ``ConvFCBBoxHead.forward`` on tiny heads (4-d embeddings, 8-channel 2x2 RoI features).
@@ -18,20 +18,28 @@ import torch.nn.functional as F
 from mmengine.config import ConfigDict
 
 EMB = torch.tensor([[2., 0., 0., 0.], [0., 1., 0., 0.], [0., 0., 3., 1.]])  # a, b, c (not unit)
+BG = torch.tensor([1., 1., 0., 0.])  # the file's background row (not unit)
 NAMES = ['a', 'b', 'c']
 STDS = [0.1, 0.1, 0.2, 0.2]
 
 
-def _save(path, emb, names):
+def _save(path, emb, names, background=None):
     from densevlm_mm.text_embeddings import TextEmbeddings
     TextEmbeddings(emb, list(names), torch.ones(len(names), dtype=torch.bool), model_name='x',
-                   normalized=False).save(str(path))
+                   normalized=False, background=background).save(str(path))
     return str(path)
 
 
 @pytest.fixture()
 def emb_file(tmp_path):
-    return _save(tmp_path / 'abc.pt', EMB, NAMES)
+    """Three classes and the background row, as tools/text_embeddings.py writes."""
+    return _save(tmp_path / 'abc.pt', EMB, NAMES, background=BG)
+
+
+@pytest.fixture()
+def old_file(tmp_path):
+    """The same classes without a background row (files written before it was added)."""
+    return _save(tmp_path / 'old.pt', EMB, NAMES)
 
 
 def _head(path, **kw):
@@ -76,9 +84,25 @@ def _randomize(module, seed=0):
 
 
 # ------------------------------------------------------------------------------ classifier
-def test_classifier_defaults_zero_background_and_learnable_temperature_50(emb_file):
-    """Spec: column-normalised class embeddings, T_det learnable, initialised 50."""
+def test_classifier_default_is_the_files_background_row(emb_file):
+    """CLIPSelf's F-ViT (``learn_bg=False``): the columns are the normalised class rows and the
+    normalised background row of the file, all fixed."""
     cls = _classifier(emb_file)
+    assert cls.background == 'embedding' and cls.class_names == NAMES
+    assert cls.embedding_model == 'x'
+    expect = np.concatenate([_unit(EMB.numpy()).T, _unit(BG.numpy())[:, None]], axis=1)
+    np.testing.assert_allclose(cls.embeddings.numpy(), expect, atol=1e-7)
+    assert set(dict(cls.named_buffers())) >= {'bg_embedding', 'class_embeddings'}
+    assert not any('embedding' in n for n, _ in cls.named_parameters())
+    torch.manual_seed(0)
+    x = torch.randn(5, 4)
+    np.testing.assert_allclose(cls(x).detach().numpy(), 50.0 * _unit(x.numpy()) @ expect,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_classifier_zero_background_and_learnable_temperature_50(emb_file):
+    """Spec: column-normalised class embeddings, T_det learnable, initialised 50."""
+    cls = _classifier(emb_file, background='zero')
     assert cls.background == 'zero' and cls.class_names == NAMES
     assert cls.in_features == 4 and cls.text_embeddings == emb_file
     assert isinstance(cls.temperature, torch.nn.Parameter) and cls.temperature.requires_grad
@@ -98,7 +122,7 @@ def test_classifier_defaults_zero_background_and_learnable_temperature_50(emb_fi
 
 def test_classifier_keeps_leading_dims_and_dtype(emb_file):
     """Like the ``nn.Linear`` it replaces: any leading dims, the input's dtype."""
-    cls = _classifier(emb_file)
+    cls = _classifier(emb_file, background='zero')
     torch.manual_seed(0)
     x = torch.randn(2, 3, 4, dtype=torch.float64)
     out = cls(x)
@@ -110,7 +134,7 @@ def test_classifier_keeps_leading_dims_and_dtype(emb_file):
 
 @pytest.mark.parametrize('learn', [True, False])
 def test_classifier_temperature_argument(emb_file, learn):
-    cls = _classifier(emb_file, temperature=20.0, learn_temperature=learn)
+    cls = _classifier(emb_file, temperature=20.0, learn_temperature=learn, background='zero')
     assert isinstance(cls.temperature, torch.nn.Parameter) == learn
     assert ('temperature' in dict(cls.named_buffers())) == (not learn)
     x = torch.tensor([[1., 2., 0., -1.]])
@@ -118,8 +142,22 @@ def test_classifier_temperature_argument(emb_file, learn):
     np.testing.assert_allclose(cls(x).detach().numpy(), expect, rtol=1e-5, atol=1e-5)
 
 
-def test_classifier_learned_background_starts_at_the_negative_mean(emb_file):
+def test_classifier_learned_background_starts_at_the_files_row(emb_file):
+    """CLIPSelf's ``learn_bg=True``: a parameter initialised to the file's background row,
+    re-normalised when used."""
     cls = _classifier(emb_file, background='learned')
+    assert isinstance(cls.bg_embedding, torch.nn.Parameter)
+    np.testing.assert_allclose(cls.embeddings[:, -1].detach().numpy(), _unit(BG.numpy()),
+                               atol=1e-7)
+    with torch.no_grad():
+        cls.bg_embedding.add_(torch.tensor([[0.], [0.], [1.], [0.]]))
+    np.testing.assert_allclose(cls.embeddings[:, -1].detach().numpy(),
+                               _unit(_unit(BG.numpy()) + [0, 0, 1, 0]), atol=1e-6)
+
+
+def test_classifier_learned_background_starts_at_the_negative_mean(old_file):
+    """A file without the row: the normalised negative mean of the class rows."""
+    cls = _classifier(old_file, background='learned')
     assert isinstance(cls.bg_embedding, torch.nn.Parameter)
     assert cls.bg_embedding.shape == (4, 1)
     expect = _unit(-_unit(EMB.numpy()).mean(0))
@@ -146,18 +184,32 @@ def test_classifier_background_row_of_the_file(tmp_path):
     head = _head(path, background='embedding', class_names=NAMES)
     assert head.class_names == NAMES
     assert head.loss_cls.class_weight == [1.0, 0.0, 1.0, 1.0]
-    # a background row with another background mode is refused, as is a file without one
+    # a background class with another background mode is refused, as is a file without one
     with pytest.raises(ValueError, match="has a 'background' class"):
-        _classifier(path)
+        _classifier(path, background='zero')
     with pytest.raises(ValueError, match="has a 'background' class"):
         _classifier(path, background='learned')
+
+
+def test_file_without_a_background_row(old_file):
+    """``background='embedding'`` (the default) refuses it, naming the file, the model, the
+    command that rewrites it and the other choices; ``'zero'`` / ``'learned'`` accept it."""
+    for build in (_classifier, lambda p, **k: _head(p, **k)):
+        with pytest.raises(ValueError) as err:
+            build(old_file, class_names='ovcoco_65_all' if build is _classifier else NAMES)
+        msg = str(err.value)
+        assert repr(old_file) in msg and 'no background row' in msg
+        assert "background='zero'" in msg and "'learned'" in msg
+        assert 'python tools/text_embeddings.py x CHECKPOINT' in msg and old_file in msg
+    with pytest.raises(ValueError, match='text_embeddings.py x CHECKPOINT ovcoco_65_all '):
+        _classifier(old_file, class_names='ovcoco_65_all')
+    assert _classifier(old_file, background='zero').background == 'zero'
+    assert _head(old_file, background='learned').fc_cls.background == 'learned'
 
 
 def test_classifier_rejects_bad_arguments(emb_file):
     with pytest.raises(ValueError, match="background must be"):
         _classifier(emb_file, background='none')
-    with pytest.raises(ValueError, match="no 'background' row"):
-        _classifier(emb_file, background='embedding')
     with pytest.raises(ValueError, match='num_classes=4'):
         _classifier(emb_file, out_features=5)
     with pytest.raises(ValueError, match='num_classes=2'):
@@ -214,13 +266,13 @@ def test_class_names_from_a_json_file(emb_file, tmp_path):
 # ----------------------------------------------------------------------------- head set-up
 def test_head_defaults_are_the_ov_coco_values(emb_file):
     """Spec §8.2: T_vlm 75, α 0.1, β 0.8 (OV-COCO), ReLU kept before the normalisation, T_det
-    learnable from 50, zero background; without ``bg_weight`` background CE weight 1."""
+    learnable from 50, the file's background row; without ``bg_weight`` background CE weight 1."""
     head = _head(emb_file)
     assert head.vlm_temperature == 75.0 and head.alpha == 0.1 and head.beta == 0.8
     assert isinstance(head.vlm_temperature, float) and isinstance(head.alpha, float)
     assert isinstance(head.beta, float)
     assert head.cls_relu is True
-    assert head.fc_cls.background == 'zero'
+    assert head.fc_cls.background == 'embedding'
     assert isinstance(head.fc_cls.temperature, torch.nn.Parameter)
     assert float(head.fc_cls.temperature.detach()) == 50.0
     assert head.loss_cls.class_weight == [1.0, 0.0, 1.0, 1.0]
@@ -268,7 +320,7 @@ def test_default_num_classes_is_80(tmp_path):
     """mmdet's default ``num_classes`` (80): an 80-class file needs no ``num_classes``."""
     names = [f'c{i}' for i in range(80)]
     torch.manual_seed(0)
-    path = _save(tmp_path / 'eighty.pt', torch.randn(80, 4), names)
+    path = _save(tmp_path / 'eighty.pt', torch.randn(80, 4), names, background=BG)
     args = dict(in_channels=8, roi_feat_size=2, num_shared_fcs=1, num_cls_fcs=1, num_reg_fcs=1,
                 fc_out_channels=4, reg_class_agnostic=True, text_embeddings=path,
                 base_classes=names[:60], loss_bbox=dict(type='mmdet.L1Loss'))
@@ -340,7 +392,7 @@ def test_forward_values_by_hand_with_and_without_the_cls_relu(emb_file):
     last only with ``cls_relu``), cosine x 50 against the normalised rows and a zero column; the
     box branch fc + ReLU then the linear regressor."""
     head = _head(emb_file, num_shared_convs=1, conv_out_channels=6, num_shared_fcs=1,
-                 num_cls_fcs=2, num_reg_fcs=1).eval()
+                 num_cls_fcs=2, num_reg_fcs=1, background='zero').eval()
     _randomize(head, seed=3)
     torch.manual_seed(2)
     x = torch.randn(4, 8, 2, 2)
@@ -435,7 +487,7 @@ def test_loss_names_the_novel_targets(emb_file):
 # ------------------------------------------------------------------------------ test time
 def test_region_probs_by_hand(emb_file):
     """``softmax(cls_score)`` alone; with VLM features the per-column geometric ensemble."""
-    head = _head(emb_file, vlm_temperature=40.0, alpha=0.25, beta=0.6)
+    head = _head(emb_file, vlm_temperature=40.0, alpha=0.25, beta=0.6, background='zero')
     score = torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.0, 3.0, 1.0, -2.0]])
     s = _softmax(score.numpy().astype(np.float64))
     np.testing.assert_allclose(head.region_probs(score, None).numpy(), s, rtol=1e-6)

@@ -34,7 +34,9 @@ def test_san_config_classes_agree(path, tmp_path):
     assert cfg.default_scope == 'mmseg'  # mmseg's SAN modules by bare name, ours prefixed
     assert cfg.model.type == 'densevlm_mm.SAN'
     text_cfg = cfg.model.text_encoder.copy()
-    assert text_cfg.type == 'densevlm_mm.SANTextEncoder' and text_cfg.templates == 'densevlm'
+    assert text_cfg.type == 'densevlm_mm.SANTextEncoder'
+    # paper recipes: mmseg's prompts (mmseg's SAN); the tiny demo: the backbone's 63 templates
+    assert text_cfg.templates == ('densevlm' if 'tiny' in path else 'vild')
     dataset_cfg = cfg.test_dataloader.dataset.copy()
     if 'pascal-context-459' in path:  # the class list is the dataset's own file
         labels = pc459_labels(str(tmp_path / 'labels.txt'))

@@ -164,8 +164,9 @@ def test_san_text_rows_equal_densevlm_text_embeddings():
     names = ['sky', 'person', 'apple']
     t = TINY['text_cfg']
     with DefaultScope.overwrite_default_scope('mmseg'):
-        ours = SANTextEncoder(vocabulary=names, embed_dims=t['width'], num_layers=t['layers'],
-                              num_heads=t['heads'], output_dims=TINY['embed_dim'],
+        ours = SANTextEncoder(vocabulary=names, templates='densevlm', embed_dims=t['width'],
+                              num_layers=t['layers'], num_heads=t['heads'],
+                              output_dims=TINY['embed_dim'],
                               norm_cfg=dict(type='LN', eps=1e-5), act_cfg=dict(type='GELU'),
                               cat_bg=False)
     load_part(ours, converted, 'text_encoder.')

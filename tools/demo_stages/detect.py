@@ -48,7 +48,7 @@ def run(work_dir: str, student_checkpoint: Optional[str], log: Callable = print,
     Runner = demo_runner_class()
 
     from densevlm_mm.datasets.synthetic_detection import make_synthetic_detection
-    from densevlm_mm.text_embeddings import generate_text_embedding_file
+    from densevlm_mm.text_embeddings import generate_text_embedding_file, load_text_embeddings
     from densevlm_mm.utils import register_all_modules
 
     t0 = time.time()
@@ -56,7 +56,8 @@ def run(work_dir: str, student_checkpoint: Optional[str], log: Callable = print,
     det = osp.join(root, 'detect')
     paths = make_synthetic_detection(osp.join(det, 'data'), num_train=num_train, num_val=num_val)
     text = osp.join(det, 'text', 'detect_classes.pt')
-    if not osp.isfile(text):
+    if not osp.isfile(text) or load_text_embeddings(text).background is None:  # (re)write
+        # files of earlier demo runs lack the background row the F-ViT configs use
         clip_ckpt = osp.join(root, 'checkpoints', 'student.pt')
         if not osp.isfile(clip_ckpt):
             clip_ckpt = None

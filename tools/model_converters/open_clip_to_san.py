@@ -3,14 +3,17 @@
     python tools/model_converters/open_clip_to_san.py SRC DST [--base OPEN_CLIP_CKPT]
         [--split N] [--config configs/san/....py]
 
-SRC: an open_clip CLIP checkpoint (e.g. OpenAI ``ViT-B-16.pt`` state dict) or a DenseVLM work-dir
-checkpoint (student image tower under ``backbone.visual.*``; then ``--base`` gives the text tower,
-which DenseVLM does not train). Read safely (``weights_only`` / safetensors). DST: a plain state
-dict with SAN's ``image_encoder.* / decode_head.rec_with_attnbias.* / text_encoder.*`` keys, the
-``pretrained`` file of ``configs/san/``. ``--split``: image blocks kept in SAN's image encoder
-(default 9 for 12-block, 18 for 24-block towers, as mmseg's SAN configs). ``--config``: build that
-SAN config's model and require every CLIP-holding key to be provided with the right shape.
-Exit status 1 when a source key is unmapped or the config check fails.
+SRC: an open_clip CLIP checkpoint (e.g. OpenAI's released ``ViT-B-16.pt``, a TorchScript archive,
+or its state dict) or a DenseVLM work-dir checkpoint (student image tower under
+``backbone.visual.*``; then ``--base`` gives the text tower, which DenseVLM does not train). Read
+safely (``weights_only`` / safetensors / open_clip's TorchScript reader; OpenAI's JIT scalar
+entries are dropped). The result equals what mmseg's ``tools/model_converters/clip2mmseg.py``
+writes for the same file. DST: a plain state dict with SAN's ``image_encoder.* /
+decode_head.rec_with_attnbias.* / text_encoder.*`` keys, the ``pretrained`` file of
+``configs/san/``. ``--split``: image blocks kept in SAN's image encoder (default 9 for 12-block, 18
+for 24-block towers, as mmseg's SAN configs). ``--config``: build that SAN config's model and
+require every CLIP-holding key to be provided with the right shape. Exit status 1 when a source key
+is unmapped or the config check fails.
 """
 import argparse
 import sys
@@ -21,6 +24,7 @@ from densevlm_mm.models.segmentors.san_converter import (check_san_keys, convert
                                                          num_visual_layers,
                                                          open_clip_state_dict_from_checkpoint)
 from densevlm_mm.utils import load_checkpoint_file
+from densevlm_mm.utils.checkpoint import CheckpointError
 
 DEFAULT_SPLIT = {12: 9, 24: 18}
 
@@ -39,8 +43,12 @@ def main(argv=None) -> int:
                         help='SAN config whose model must accept the result (key/shape check)')
     args = parser.parse_args(argv)
 
-    base = load_checkpoint_file(args.base) if args.base else None
-    clip, source = open_clip_state_dict_from_checkpoint(load_checkpoint_file(args.src), base)
+    try:
+        base = load_checkpoint_file(args.base) if args.base else None
+        clip, source = open_clip_state_dict_from_checkpoint(load_checkpoint_file(args.src), base)
+    except (CheckpointError, FileNotFoundError, IsADirectoryError, ValueError) as exc:
+        print(f'open_clip_to_san.py: error: {exc}', file=sys.stderr)
+        return 1
     depth = num_visual_layers(clip)
     split = args.split if args.split is not None else DEFAULT_SPLIT.get(depth)
     if split is None:

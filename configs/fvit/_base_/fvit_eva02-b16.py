@@ -54,13 +54,16 @@ model = dict(
             roi_layer=dict(type='RoIAlign', output_size=1, sampling_ratio=0,
                            use_torchvision=True),
             out_channels=embed_dim, featmap_strides=[patch]),
+        # background='embedding': the file's "background" text row as a fixed column (CLIPSelf's
+        # F-ViT, learn_bg=False); switches: 'zero' (fixed zero column), 'learned' (learn_bg=True).
+        # docs/en/fidelity/fvit.md lists every difference from CLIPSelf's F-ViT and its switch.
         bbox_head=dict(
             type='densevlm_mm.FViTBBoxHead', in_channels=256, roi_feat_size=7, num_classes=65,
             num_shared_convs=4, num_shared_fcs=2, num_cls_convs=0, num_cls_fcs=1,
             num_reg_convs=0, num_reg_fcs=1, conv_out_channels=256, fc_out_channels=embed_dim,
             norm_cfg=norm_cfg, reg_class_agnostic=True,
             text_embeddings=text_embeddings, class_names='ovcoco_65_all',
-            base_classes='ovcoco_48_base', bg_weight=0.6, background='zero',
+            base_classes='ovcoco_48_base', bg_weight=0.6, background='embedding',
             temperature=50.0, learn_temperature=True, vlm_temperature=75.0,
             alpha=0.1, beta=0.8, cls_relu=True,
             bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0., 0., 0., 0.],

@@ -10,4 +10,6 @@ param_scheduler = [
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=3, val_interval=1)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-auto_scale_lr = dict(enable=False, base_batch_size=64)
+# CLIPSelf's config enables it: lr x (total batch / 64) when not trained with 8 GPUs x 8 images
+# (switch: auto_scale_lr.enable=False keeps lr 1e-4 whatever the batch)
+auto_scale_lr = dict(enable=True, base_batch_size=64)

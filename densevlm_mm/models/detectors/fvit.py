@@ -16,6 +16,8 @@ from torch import Tensor
 
 from densevlm_mm.registry import MODELS
 
+from .fvit_bbox_head import TextEmbeddingClassifier, check_embedding_model
+
 
 @MODELS.register_module()
 class FViT(TwoStageDetector):
@@ -23,6 +25,8 @@ class FViT(TwoStageDetector):
 
     The backbone must be built with ``with_dense=True`` and, for the reference recipe,
     ``unlocked_groups=0`` (frozen, kept in eval mode): its forward then runs under ``no_grad``.
+    The box head's text-embedding file must have been made with the backbone's CLIP model
+    (``ValueError`` at construction otherwise).
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -30,6 +34,9 @@ class FViT(TwoStageDetector):
         if not getattr(self.backbone, 'with_dense', False):
             raise ValueError('FViT needs backbone=dict(type=\'DenseVLMBackbone\', ..., '
                              'with_dense=True): the RoI head scores regions on its dense map.')
+        classifier = getattr(getattr(self.roi_head, 'bbox_head', None), 'fc_cls', None)
+        if isinstance(classifier, TextEmbeddingClassifier):
+            check_embedding_model(classifier, getattr(self.backbone, 'model_name', None))
 
     @property
     def class_names(self) -> List[str]:

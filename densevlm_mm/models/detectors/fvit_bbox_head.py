@@ -8,6 +8,7 @@ Test: the geometric ensemble of the detector's and the VLM's region probabilitie
 novel ones (:func:`geometric_ensemble`); the result is used as probabilities as is — no second
 softmax, no renormalisation (mmdet 3.3's ``_predict_by_feat_single`` would apply one).
 """
+import logging
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -17,13 +18,15 @@ from mmdet.models.roi_heads.bbox_heads import ConvFCBBoxHead
 from mmdet.models.utils import empty_instances
 from mmdet.structures.bbox import get_box_tensor, scale_boxes
 from mmengine.config import ConfigDict
+from mmengine.logging import print_log
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from densevlm_mm.registry import MODELS
-from densevlm_mm.text_embeddings import load_text_embeddings
+from densevlm_mm.text_embeddings import BACKGROUND_NAME, load_text_embeddings
 
-BACKGROUND = 'background'
+BACKGROUND = BACKGROUND_NAME
+BACKGROUND_MODES = ('embedding', 'zero', 'learned')
 ClassList = Union[str, Sequence[str]]
 
 
@@ -64,6 +67,35 @@ def check_class_names(expected: Optional[List[str]], names: List[str], path: str
         "dataset's class list with tools/text_embeddings.py.")
 
 
+def check_embedding_model(classifier: 'TextEmbeddingClassifier', model_name: Optional[str],
+                          where: str = 'this F-ViT') -> None:
+    """Refuse an embedding file made with another CLIP model than the detector's backbone.
+
+    Rows of another text tower live in another embedding space: even with the same dimension,
+    every class score would be wrong. Files without a recorded model (``'unknown'``) are accepted
+    with a log line.
+
+    Raises:
+        ValueError: naming the file, the model it was made with, the backbone's model and the
+            command that writes the right file.
+    """
+    made = classifier.embedding_model
+    path = classifier.text_embeddings
+    if model_name is None or made == model_name:
+        return
+    if made in ('unknown', 'unknown (.npy)', None):
+        print_log(f'{path!r} does not record the CLIP model that made it; it is used with '
+                  f'{model_name!r} unchecked', logger='current', level=logging.WARNING)
+        return
+    raise ValueError(
+        f'{path!r} was made with the text tower of {made!r}, but {where} has the {model_name!r} '
+        'image tower: rows of another CLIP model live in another embedding space, so every class '
+        f'score would be wrong. Make the file for {model_name!r}: `python tools/text_embeddings.py '
+        f'{model_name} CLIP_CHECKPOINT {classifier.vocabulary or "VOCABULARY"} {path}` '
+        f'(CLIP_CHECKPOINT: the {model_name} release holding the text tower; a DenseVLM student '
+        'keeps the text tower of the CLIP it started from).')
+
+
 @MODELS.register_module()
 class TextEmbeddingClassifier(nn.Module):
     """Cosine classifier on fixed text embeddings, the ``fc_cls`` of :class:`FViTBBoxHead`.
@@ -76,43 +108,57 @@ class TextEmbeddingClassifier(nn.Module):
         out_features: ``C + 1`` (set by ``ConvFCBBoxHead`` from ``num_classes``).
         text_embeddings: file from ``tools/text_embeddings.py``.
         class_names: expected class order (list / JSON / bundled name); checked against the file.
-        background: ``'zero'`` (fixed zero column: background logit 0), ``'learned'`` (a learned,
-            re-normalised vector, initialised to the normalised negative mean of the class rows)
-            or ``'embedding'`` (the file's ``background`` row, fixed — the reference's
-            ``learn_bg=False``; the file must then contain a class named background).
+        background: the background column.
+
+            * ``'embedding'`` (default; CLIPSelf's F-ViT, ``learn_bg=False``): the file's
+              ``background`` row (the word "background" through the class rows' templates and
+              normalisation), fixed. A file without the row is refused with the fix.
+            * ``'zero'``: a fixed zero column (background logit 0 whatever the feature).
+            * ``'learned'`` (CLIPSelf's ``learn_bg=True``): a learned vector, re-normalised when
+              used, initialised to the file's background row (files without one: the normalised
+              negative mean of the class rows, logged).
         temperature: initial value of the learnable ``T_det`` (reference 50).
         learn_temperature: ``False`` keeps ``T_det`` fixed.
+
+    Files whose class list itself holds a class named ``background`` (written before the file
+    format had the ``background`` entry) give that row for ``'embedding'``.
     """
 
     def __init__(self, in_features: int, out_features: int, text_embeddings: str,
-                 class_names: Optional[ClassList] = None, background: str = 'zero',
+                 class_names: Optional[ClassList] = None, background: str = 'embedding',
                  temperature: float = 50.0, learn_temperature: bool = True) -> None:
         super().__init__()
-        if background not in ('zero', 'learned', 'embedding'):
-            raise ValueError(f"background must be 'zero', 'learned' or 'embedding', got "
+        if background not in BACKGROUND_MODES:
+            raise ValueError(f"background must be 'embedding', 'zero' or 'learned', got "
                              f'{background!r}')
         # mmdet's BBoxHead builds ``fc_cls`` once with its own input size before ConvFCBBoxHead
         # rebuilds it with ``cls_last_dim``: the dimension is checked by FViTBBoxHead afterwards.
         te = load_text_embeddings(text_embeddings)
         self.in_features = in_features
         self.text_embeddings = text_embeddings
+        self.embedding_model = te.model_name
+        self.vocabulary = class_names if isinstance(class_names, str) else None
         names = list(te.class_names)
         emb = F.normalize(te.embeddings.float(), dim=-1)
-        if background == 'embedding':
-            if BACKGROUND not in names:
-                raise ValueError(f"{text_embeddings!r} has no '{BACKGROUND}' row for "
-                                 "background='embedding'; add it to the vocabulary or use "
-                                 "background='zero'/'learned'.")
+        row = None if te.background is None else F.normalize(te.background.float(), dim=0)[None]
+        if BACKGROUND in names:  # the row as a class of an older file
+            if background != 'embedding':
+                raise ValueError(f"{text_embeddings!r} has a '{BACKGROUND}' class; with background="
+                                 f"{background!r} the background column is made here. Use "
+                                 "background='embedding' or a file without it.")
             i = names.index(BACKGROUND)
-            bg = emb[i:i + 1]
+            row = emb[i:i + 1]
             emb = torch.cat([emb[:i], emb[i + 1:]])
             names.pop(i)
-        elif BACKGROUND in names:
-            raise ValueError(f"{text_embeddings!r} has a '{BACKGROUND}' class; with background="
-                             f"{background!r} the background column is made here. Use "
-                             "background='embedding' or a file without it.")
-        else:
-            bg = emb.new_zeros(1, emb.shape[1])
+        if background == 'embedding' and row is None:
+            raise ValueError(
+                f"{text_embeddings!r} has no background row (written before "
+                "tools/text_embeddings.py added one), but background='embedding' (CLIPSelf "
+                "F-ViT's fixed text column for 'background', the F-ViT configs' default) needs it. "
+                'Regenerate the file, which adds the row: `python tools/text_embeddings.py '
+                f'{te.model_name} CHECKPOINT {self.vocabulary or "VOCABULARY"} '
+                f"{text_embeddings}`; or set model.roi_head.bbox_head.background='zero' (a fixed "
+                "zero column) or 'learned'.")
         check_class_names(_class_list(class_names), names, text_embeddings)
         if len(names) + 1 != out_features:
             raise ValueError(f'{text_embeddings!r} has {len(names)} classes but the box head has '
@@ -121,10 +167,16 @@ class TextEmbeddingClassifier(nn.Module):
         self.background = background
         self.register_buffer('class_embeddings', emb.t().contiguous())  # [D, C]
         if background == 'learned':
-            self.bg_embedding = nn.Parameter(
-                F.normalize(-emb.mean(0, keepdim=True), dim=-1).t().contiguous())  # [D, 1]
+            if row is None:
+                row = F.normalize(-emb.mean(0, keepdim=True), dim=-1)
+                print_log(f"{text_embeddings!r} has no background row: background='learned' "
+                          'starts from the normalised negative mean of the class rows',
+                          logger='current', level=logging.INFO)
+            self.bg_embedding = nn.Parameter(row.t().contiguous().clone())  # [D, 1]
+        elif background == 'zero':
+            self.register_buffer('bg_embedding', emb.new_zeros(emb.shape[1], 1))
         else:
-            self.register_buffer('bg_embedding', bg.t().contiguous())
+            self.register_buffer('bg_embedding', row.t().contiguous())
         t = torch.tensor(float(temperature))
         if learn_temperature:
             self.temperature = nn.Parameter(t)
@@ -180,7 +232,7 @@ class FViTBBoxHead(ConvFCBBoxHead):
 
     def __init__(self, *args, text_embeddings: str, class_names: Optional[ClassList] = None,
                  base_classes: Optional[ClassList] = None, bg_weight: float = 1.0,
-                 background: str = 'zero', temperature: float = 50.0,
+                 background: str = 'embedding', temperature: float = 50.0,
                  learn_temperature: bool = True, vlm_temperature: float = 75.0,
                  alpha: float = 0.1, beta: float = 0.8, cls_relu: bool = True,
                  loss_cls: Optional[dict] = None, **kwargs) -> None:

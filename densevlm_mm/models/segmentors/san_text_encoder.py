@@ -1,4 +1,4 @@
-"""SAN's CLIP text encoder with DenseVLM's prompt ensemble, named vocabularies and embedding files.
+"""SAN's CLIP text encoder with named vocabularies, embedding files and DenseVLM's prompt ensemble.
 
 mmseg's ``CLIPTextEncoder`` takes the class names from ``dataset_name`` (mmseg's
 ``get_classes``) or a ``vocabulary`` list — never from the dataset's metainfo — and formats each
@@ -6,9 +6,11 @@ with one of mmseg's template lists (``'vild'``: 14 ``'a photo of a {}.'``-style 
 the L2-normalised prompt embeddings. :class:`SANTextEncoder` keeps that module (same weights, same
 keys, same ``forward`` contract) and changes only where the rows come from:
 
-* ``templates='densevlm'`` (default): the 63 templates and name cleaning used to train the
-  backbone (:mod:`densevlm_mm.text_embeddings`, spec §7.1), tokenised by open_clip's tokenizer;
-  an mmseg template name (``'vild'``) or a list of ``'{}'`` templates works as in mmseg;
+* ``templates='vild'`` (default, as mmseg's ``CLIPTextEncoder``): mmseg's prompts and tokenizer,
+  the rows mmseg's SAN computes; any mmseg template name or a list of ``'{}'`` templates works as
+  in mmseg; ``templates='densevlm'`` switches to the 63 templates and name cleaning used to train
+  the backbone (:mod:`densevlm_mm.text_embeddings`, spec §7.1), tokenised by open_clip's
+  tokenizer;
 * ``vocabulary`` may also be a bundled vocabulary name (``'coco_stuff_171'``, ``'ade20k_847'``, …)
   or a ``.json`` / ``.txt`` file;
 * ``embedding_file``: precomputed rows (``tools/text_embeddings.py``); checked against the
@@ -56,13 +58,14 @@ def vocabulary_names(vocabulary: Union[str, Sequence[str]]) -> List[str]:
 
 @MODELS.register_module()
 class SANTextEncoder(CLIPTextEncoder):
-    """mmseg ``CLIPTextEncoder`` whose class rows use DenseVLM's prompts (or a checked file).
+    """mmseg ``CLIPTextEncoder`` with named vocabularies, an optional checked embedding file and the
+    option of DenseVLM's prompts.
 
     Args:
         vocabulary: names, a bundled vocabulary name or a file (see :func:`vocabulary_names`).
         dataset_name: mmseg dataset name instead of ``vocabulary`` (mmseg's ``get_classes``).
-        templates: ``'densevlm'`` (the 63 templates of backbone training), an mmseg template name
-            (``'vild'``, ...) or a list of ``'{}'`` templates.
+        templates: an mmseg template name (``'vild'``, mmseg's default: mmseg's SAN), a list of
+            ``'{}'`` templates, or ``'densevlm'`` (the 63 templates of backbone training).
         embedding_file: optional ``.pt`` from ``tools/text_embeddings.py`` whose rows replace the
             encoded prompts; must list exactly the vocabulary's names and have ``output_dims``
             columns (else ``ValueError`` at construction).
@@ -76,7 +79,7 @@ class SANTextEncoder(CLIPTextEncoder):
 
     def __init__(self, vocabulary: Optional[Union[str, Sequence[str]]] = None,
                  dataset_name: Optional[str] = None,
-                 templates: Union[str, Sequence[str]] = 'densevlm',
+                 templates: Union[str, Sequence[str]] = 'vild',
                  embedding_file: Optional[str] = None, act_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         names = vocabulary_names(vocabulary) if vocabulary is not None else None
