@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .vocabulary import Vocabulary, load_vocabulary
+from .vocabulary import Vocabulary, check_same_classes, load_vocabulary
 
 # The 63 prompt templates of the reference (spec §7.1), ``{article}`` = a/an, ``{}`` = class name.
 TEMPLATES: List[str] = [
@@ -209,10 +209,9 @@ def load_text_embeddings(path: str,
             raise ValueError(f'{path!r} has {len(te)} classes but the vocabulary has {len(vocab)}; '
                              'regenerate the embeddings for this vocabulary.')
         if not path.endswith('.npy'):
-            if list(vocab.names) != list(te.class_names):
-                bad = next(i for i, (a, b) in enumerate(zip(vocab.names, te.class_names)) if a != b)
-                raise ValueError(f'{path!r}: class {bad} is {te.class_names[bad]!r} in the file but '
-                                 f'{vocab.names[bad]!r} in the vocabulary (order matters).')
+            check_same_classes(te.class_names, vocab.names, 'the file', 'the vocabulary',
+                               'the order matters: regenerate the embeddings for this '
+                               'vocabulary.', where=repr(path))
             if not torch.equal(vocab.is_thing, te.is_thing):
                 raise ValueError(f'{path!r}: thing/stuff flags differ from the vocabulary')
     if embed_dim is not None and te.embed_dim != embed_dim:
@@ -227,10 +226,9 @@ def load_text_embeddings(path: str,
         if len(class_names) != len(te):
             raise ValueError(f'{path!r} has {len(te)} classes but the dataset has '
                              f'{len(class_names)}')
-        for i, (a, b) in enumerate(zip(class_names, te.class_names)):
-            if a != b:
-                raise ValueError(f'{path!r}: class {i} is {b!r} in the file but {a!r} in the '
-                                 'dataset; the rows must follow the dataset\'s category order.')
+        check_same_classes(te.class_names, class_names, 'the file', 'the dataset',
+                           "the rows must follow the dataset's category order.",
+                           where=repr(path))
     if expected_model is not None and model_name is not None and expected_model != model_name:
         raise ValueError(f'expected_model={expected_model!r} and model_name={model_name!r} differ')
     expected = expected_model if expected_model is not None else model_name

@@ -19,7 +19,7 @@ import json
 import os
 import os.path as osp
 from dataclasses import dataclass
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 
@@ -74,6 +74,42 @@ def check_class_names(names: Sequence[str], is_thing: Sequence[bool],
                              f'and {i}); remove or rename one of them (identical names give '
                              'identical text embeddings).')
         seen[key] = i
+
+
+def first_difference(names: Sequence[str], expected: Sequence[str]) -> Optional[int]:
+    """Index of the first class where two lists differ (a missing entry counts); None if equal."""
+    names, expected = list(names), list(expected)
+    if names == expected:
+        return None
+    return next((i for i, (a, b) in enumerate(zip(names, expected)) if a != b),
+                min(len(names), len(expected)))
+
+
+def check_same_classes(names: Optional[Sequence[str]], expected: Optional[Sequence[str]],
+                       names_in: str, expected_in: str, fix: str, where: str = '') -> None:
+    """Raise ``ValueError`` when two class lists differ (names or order), naming the first
+    difference; nothing to check when either list is ``None``.
+
+    The message (one format for every class-list comparison of the package)::
+
+        <where>: class 2 is 'dog' in <names_in> but 'bottle' in <expected_in> (4 classes in
+        <names_in>, 4 in <expected_in>); <fix>
+
+    A class beyond the end of a list is ``missing``.
+    """
+    if names is None or expected is None:
+        return
+    names, expected = list(names), list(expected)
+    i = first_difference(names, expected)
+    if i is None:
+        return
+
+    def at(lst: List[str]) -> str:
+        return repr(lst[i]) if i < len(lst) else 'missing'
+
+    raise ValueError(f'{where + ": " if where else ""}class {i} is {at(names)} in {names_in} but '
+                     f'{at(expected)} in {expected_in} ({len(names)} classes in {names_in}, '
+                     f'{len(expected)} in {expected_in}); {fix}')
 
 
 def bundled_vocabularies() -> List[str]:

@@ -22,6 +22,7 @@ from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
 
 from densevlm_mm.registry import DATASETS
+from densevlm_mm.vocabulary import check_same_classes
 
 VOCAB_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'vocab_data')
 ClassList = Union[str, Sequence[str]]
@@ -187,11 +188,8 @@ class OVLVISDataset(_OVSplitMixin, LVISV1Dataset):
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
             with open(local_path) as f:
                 cats = sorted(json.load(f)['categories'], key=lambda c: c['id'])
-        names = [c['name'] for c in cats]
-        if names != list(self.metainfo['classes']):
-            bad = next((i for i, (a, b) in enumerate(zip(names, self.metainfo['classes']))
-                        if a != b), min(len(names), len(self.metainfo['classes'])))
-            raise ValueError(f'{self.ann_file!r}: its {len(names)} categories (by id) differ from '
-                             f'`classes` ({len(self.metainfo["classes"])}) first at label {bad}; '
-                             'use an LVIS v1 annotation file with all 1203 categories.')
+        check_same_classes([c['name'] for c in cats], self.metainfo['classes'],
+                           'its categories (by id)', '`classes`',
+                           'use an LVIS v1 annotation file with all 1203 categories.',
+                           where=repr(self.ann_file))
         return self._drop_novel(data_list) if self.filter_novel else data_list
