@@ -65,16 +65,6 @@ def fail(message: str) -> None:
     sys.exit(f'{osp.basename(sys.argv[0]) or "test.py"}: error: {message}')
 
 
-def load_weights_strictly(runner, checkpoint: str, strict: bool) -> None:
-    """Load ``checkpoint`` into ``runner.model``; on a key mismatch stop with the key accounting
-    (which file, which keys) unless ``strict`` is False."""
-    from densevlm_mm.utils.checkpoint import load_model_checkpoint
-    try:
-        load_model_checkpoint(runner.model, checkpoint, strict=strict)
-    except (OSError, RuntimeError, ValueError) as exc:  # CheckpointError is a RuntimeError
-        fail(str(exc))
-
-
 def enable_visualization(cfg: Config, show_dir: str) -> bool:
     """Make the config's visualization hook draw and save to ``show_dir``.
 
@@ -183,7 +173,11 @@ def main(argv=None):
     else:
         # a customized runner from the registry if `runner_type` is set in the config
         runner = RUNNERS.build(cfg)
-    load_weights_strictly(runner, args.checkpoint, strict)
+    from densevlm_mm.utils.checkpoint import CheckpointError, load_weights_strictly
+    try:
+        load_weights_strictly(runner.model, args.checkpoint, strict)
+    except CheckpointError as exc:  # a missing or unreadable file, other keys or shapes
+        fail(str(exc))
 
     # add the `DumpResults` metric, which writes the predictions to `--out`
     if args.out is not None:

@@ -74,26 +74,18 @@ def fail(message: str) -> None:
     sys.exit(f'{osp.basename(sys.argv[0]) or "train.py"}: error: {message}')
 
 
-def load_weights_strictly(runner, checkpoint: str, strict: bool) -> None:
-    """Load ``checkpoint`` into ``runner.model``; on a key mismatch stop with the key accounting
-    (which file, which keys) unless ``strict`` is False."""
-    from densevlm_mm.utils.checkpoint import load_model_checkpoint
-    try:
-        load_model_checkpoint(runner.model, checkpoint, strict=strict)
-    except (OSError, RuntimeError, ValueError) as exc:  # CheckpointError is a RuntimeError
-        fail(str(exc))
-
-
 def load_before_training(runner, checkpoint: str, strict: bool) -> None:
     """Load ``load_from`` where mmengine would (after the weight initialisation, which may load
     ``init_cfg`` weights, and before the first hook of training), but strictly."""
     from mmengine.hooks import Hook
 
+    from densevlm_mm.utils.checkpoint import load_weights_strictly
+
     class LoadCheckpointStrictly(Hook):
         priority = 'HIGHEST'
 
         def before_train(self, runner) -> None:
-            load_weights_strictly(runner, checkpoint, strict)
+            load_weights_strictly(runner.model, checkpoint, strict)
 
     runner.register_hook(LoadCheckpointStrictly(), priority='HIGHEST')
 
@@ -228,7 +220,11 @@ def main(argv=None):
     check_train_dataloader(runner, args.config)
     if load_from is not None:
         load_before_training(runner, load_from, strict)
-    runner.train()
+    from densevlm_mm.utils.checkpoint import CheckpointError
+    try:
+        runner.train()
+    except CheckpointError as exc:  # load_from: a missing or unreadable file, other keys
+        fail(str(exc))
     finish_distributed()
 
 
