@@ -15,7 +15,7 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 
 def parse_args(argv=None):
@@ -49,12 +49,13 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action='extend',
         help='override some settings in the used config, the key-value pair in xxx=yyy format will '
         'be merged into config file. If the value to be overwritten is a list, it should be like '
         'key="[a,b]" or key=a,b It also allows nested list/tuple values, e.g. '
-        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
+        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary. A single value may hold '
+        'spaces (quote the pair: \'data_root=/my data\'); list elements may not. Keys that the '
+        'config does not have (misspelt) are refused, see docs/en/faq.md.')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -156,8 +157,11 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
 
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    from densevlm_mm.utils.cfg_options import merge_cfg_options
+    try:
+        merge_cfg_options(cfg, args.cfg_options)  # refuses keys that would change nothing
+    except ValueError as exc:
+        fail(str(exc))
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:
