@@ -8,7 +8,10 @@ The arguments are those of mmdet 3.x's ``tools/train.py``, plus ``--no-strict`` 
 checkpoint is loaded strictly: a key mismatch stops the run with the key accounting). Several
 processes: ``tools/dist_train.sh`` (NCCL on GPUs, gloo on a machine without CUDA); Slurm:
 ``tools/slurm_train.sh``. The console shows the training log; the environment, the full config
-and the hook order are in the log file of the work dir.
+and the hook order are in the log file of the work dir. A work dir is held by one training at a
+time (rank 0 locks ``<work_dir>/.train.lock``; the lock ends with its process, so a crashed run
+can be resumed). ``--cfg-options`` keys that would change nothing (misspelt, or a variable of the
+config file) are refused.
 """
 import argparse
 import os
@@ -195,13 +198,9 @@ def main(argv=None):
     strict = not args.no_strict and cfg.get('load_strict', True)
 
     # imported after the checks of the arguments so that `--help` and argument errors are fast
-    from mmengine.runner import Runner
-
-    from densevlm_mm.registry import RUNNERS
     from densevlm_mm.utils import register_all_modules
     register_all_modules(init_default_scope=False)  # also allows mmengine's checkpoint meta
-    from densevlm_mm.engine import (DataEpochHook, concise_runner_class, finish_distributed,
-                                    setup_distributed)
+    from densevlm_mm.engine import WorkDirInUseError, hold_work_dir
 
     config_amp = str(cfg.get('optim_wrapper', {}).get('type', '')).split('.')[-1] == \
         'AmpOptimWrapper'
@@ -210,6 +209,21 @@ def main(argv=None):
         # CPU bf16 wrapper instead of failing mmengine's accelerator assertion
         enable_amp(cfg)
 
+    try:
+        with hold_work_dir(cfg.work_dir, args.launcher):  # rank 0: one training per work dir
+            train(cfg, args, load_from, strict)
+    except WorkDirInUseError as exc:
+        fail(str(exc))
+
+
+def train(cfg: Config, args, load_from, strict: bool) -> None:
+    """Build the Runner (distributed set-up first) and train."""
+    from mmengine.runner import Runner
+
+    from densevlm_mm.engine import (DataEpochHook, concise_runner_class, finish_distributed,
+                                    setup_distributed)
+    from densevlm_mm.registry import RUNNERS
+    from densevlm_mm.utils.checkpoint import CheckpointError
     try:
         setup_distributed(cfg, args.launcher)
     except ValueError as exc:
@@ -224,13 +238,11 @@ def main(argv=None):
     check_train_dataloader(runner, args.config)
     if load_from is not None:
         load_before_training(runner, load_from, strict)
-    from densevlm_mm.utils.checkpoint import CheckpointError
     try:
         runner.train()
     except CheckpointError as exc:  # load_from: a missing or unreadable file, other keys
         fail(str(exc))
     finish_distributed()
-
 
 if __name__ == '__main__':
     main()
