@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .vocabulary import Vocabulary, check_same_classes, load_vocabulary
+from .utils.files import read_text_file
 
 # The 63 prompt templates of the reference (spec §7.1), ``{article}`` = a/an, ``{}`` = class name.
 TEMPLATES: List[str] = [
@@ -325,8 +326,8 @@ def generate_text_embedding_file(model_name: str, checkpoint: Optional[str],
     elif isinstance(templates, str):
         if not osp.isfile(templates):
             raise FileNotFoundError(f'templates file not found: {templates!r}')
-        with open(templates) as f:
-            templates = [ln.rstrip('\n') for ln in f if '{}' in ln]
+        templates = [ln for ln in read_text_file(templates, 'templates file').splitlines()
+                     if '{}' in ln]
         if not templates:
             raise ValueError('the templates file has no line containing "{}"')
     ckpt = None if checkpoint in (None, 'none', 'None', '') else checkpoint

@@ -13,8 +13,8 @@ the 65-class order.
 ``base_classes`` and ``novel_classes``; mmdet's ``OVCocoMetric`` reads the last two.
 """
 import copy
-import json
 import os.path as osp
+from collections import Counter
 from typing import Dict, List, Optional, Sequence, Union
 
 from mmdet.datasets import CocoDataset, LVISV1Dataset
@@ -22,6 +22,7 @@ from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
 
 from densevlm_mm.registry import DATASETS
+from densevlm_mm.utils.files import json_errors_name_file, load_json_file
 from densevlm_mm.vocabulary import check_same_classes
 
 VOCAB_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'vocab_data')
@@ -37,13 +38,39 @@ def read_class_list(source: ClassList) -> List[str]:
     if not osp.isfile(path):
         raise FileNotFoundError(f'class list {source!r} is neither a JSON file nor a bundled '
                                 f'vocabulary in {VOCAB_DIR}')
-    with open(path) as f:
-        data = json.load(f)
+    data = load_json_file(path, 'class list')
     if isinstance(data, dict) and 'names' in data:
         data = data['names']
     if not isinstance(data, list):
         raise ValueError(f'class list {path!r} must be a JSON list of names')
     return [e['name'] if isinstance(e, dict) else str(e) for e in data]
+
+
+def check_annotation_categories(ann_file: str, data: dict) -> None:
+    """Raise ``ValueError`` when an annotation names a category id that the file's
+    ``categories`` do not list (mmdet would drop it without a word), naming the image and the
+    annotation."""
+    known = {c['id'] for c in data.get('categories', [])}
+    for ann in data.get('annotations', []):
+        if ann.get('category_id') not in known:
+            raise ValueError(
+                f'{ann_file!r}: annotation {ann.get("id")} of image {ann.get("image_id")} has '
+                f'category_id {ann.get("category_id")!r}, which the file\'s "categories" do not '
+                'list (the annotations and the category list of the file disagree). Fix the '
+                'file, or use the original annotation file of the data set.')
+
+
+def log_annotations_outside_classes(dataset, data: dict, used_ids: set) -> None:
+    """Count (and log) the annotations of the file's categories that ``classes`` leaves out: mmdet
+    skips them (OV-COCO's 65 of COCO's 80 categories)."""
+    names = {c['id']: c['name'] for c in data.get('categories', [])}
+    left = Counter(a['category_id'] for a in data.get('annotations', [])
+                   if a['category_id'] not in used_ids)
+    if left:
+        shown = ', '.join(f'{names[c]} ({n})' for c, n in left.most_common(5))
+        print_log(f'{type(dataset).__name__}: {sum(left.values())} annotations of {len(left)} '
+                  f'categories of {dataset.ann_file!r} that are not in `classes` are skipped: '
+                  f'{shown}{", ..." if len(left) > 5 else ""}', logger='current')
 
 
 def _check_split(classes: List[str], base: List[str], novel: List[str], what: str) -> None:
@@ -131,7 +158,9 @@ class OVCocoDataset(_OVSplitMixin, CocoDataset):
 
     def load_data_list(self) -> List[dict]:
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
-            self.coco = self.COCOAPI(local_path)
+            with json_errors_name_file(local_path):
+                self.coco = self.COCOAPI(local_path)
+        check_annotation_categories(self.ann_file, self.coco.dataset)
         by_name: Dict[str, int] = {c['name']: c['id'] for c in self.coco.cats.values()}
         classes = list(self.metainfo['classes'])
         novel = set(self.metainfo['novel_classes'])
@@ -148,6 +177,7 @@ class OVCocoDataset(_OVSplitMixin, CocoDataset):
                              'by increasing id.')
         self.cat_ids = ids
         self.cat2label = {by_name[n]: classes.index(n) for n in present}
+        log_annotations_outside_classes(self, self.coco.dataset, set(ids))
         self.cat_img_map = copy.deepcopy(self.coco.cat_img_map)
         data_list, ann_ids_all = [], []
         for img_id in self.coco.get_img_ids():
@@ -184,10 +214,12 @@ class OVLVISDataset(_OVSplitMixin, LVISV1Dataset):
         super().__init__(*args, metainfo=metainfo, **kwargs)
 
     def load_data_list(self) -> List[dict]:
-        data_list = super().load_data_list()  # labels = rank of the category id in the file
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
-            with open(local_path) as f:
-                cats = sorted(json.load(f)['categories'], key=lambda c: c['id'])
+            with json_errors_name_file(local_path):
+                data_list = super().load_data_list()  # labels = rank of the category id
+            data = load_json_file(local_path, 'LVIS annotation file')
+        check_annotation_categories(self.ann_file, data)
+        cats = sorted(data['categories'], key=lambda c: c['id'])
         check_same_classes([c['name'] for c in cats], self.metainfo['classes'],
                            'its categories (by id)', '`classes`',
                            'use an LVIS v1 annotation file with all 1203 categories.',

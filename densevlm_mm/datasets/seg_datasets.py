@@ -37,6 +37,7 @@ from mmcv.transforms import BaseTransform
 from mmseg.datasets import BaseSegDataset
 
 from densevlm_mm.registry import DATASETS, TRANSFORMS
+from densevlm_mm.utils.files import read_text_file
 
 from .transforms.seg_labels import apply_label_map, check_label_map
 
@@ -63,8 +64,8 @@ def read_class_names(path: str, expected: Optional[int] = None) -> List[str]:
             f'class-name file not found: {path!r}. PASCAL-Context-459 needs the labels.txt of the '
             'PASCAL-Context full release (459 lines "<id>: <name>") under the data root, or pass '
             'class_file=<file with one name per line>.')
-    with open(path) as f:
-        lines = [ln.strip() for ln in f if ln.strip()]
+    lines = [ln.strip() for ln in read_text_file(path, 'class-name file').splitlines()
+             if ln.strip()]
     numbered = [re.match(r'^(\d+)\s*:\s*(.+)$', ln) for ln in lines]
     if lines and all(numbered):
         by_id = {}
