@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import os.path as osp
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 __all__ = ['decode_text', 'read_text_file', 'parse_json', 'load_json_file', 'check_nonempty_file',
            'json_errors_name_file']
@@ -101,9 +101,9 @@ def load_json_file(path: str, what: str = 'JSON file') -> Any:
 def json_errors_name_file(path: str, what: str = 'annotation file') -> Iterator[None]:
     """For JSON read by a third-party API (pycocotools, lvis): check the file first, and re-raise
     its decoding errors with the file's name."""
-    local: Optional[str] = os.fspath(path)
-    if '://' not in local:
-        check_nonempty_file(local, what)
+    path = os.fspath(path)
+    if '://' not in path:  # a local file (remote ones are fetched by the API)
+        check_nonempty_file(path, what)
     try:
         yield
     except json.JSONDecodeError as exc:
