@@ -13,6 +13,7 @@ the 65-class order.
 ``base_classes`` and ``novel_classes``; mmdet's ``OVCocoMetric`` reads the last two.
 """
 import copy
+import logging
 import os.path as osp
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Union
@@ -46,18 +47,26 @@ def read_class_list(source: ClassList) -> List[str]:
     return [e['name'] if isinstance(e, dict) else str(e) for e in data]
 
 
-def check_annotation_categories(ann_file: str, data: dict) -> None:
-    """Raise ``ValueError`` when an annotation names a category id that the file's
-    ``categories`` do not list (mmdet would drop it without a word), naming the image and the
-    annotation."""
+def check_annotation_categories(ann_file: str, data: dict, refuse: bool = True) -> None:
+    """Annotations whose category id the file's ``categories`` do not list: ``ValueError`` naming
+    the first one's annotation and image (``refuse``), else a log line counting them (mmdet
+    drops them; ``check_categories=False`` of the datasets, mmdet's behaviour said aloud)."""
     known = {c['id'] for c in data.get('categories', [])}
-    for ann in data.get('annotations', []):
-        if ann.get('category_id') not in known:
-            raise ValueError(
-                f'{ann_file!r}: annotation {ann.get("id")} of image {ann.get("image_id")} has '
-                f'category_id {ann.get("category_id")!r}, which the file\'s "categories" do not '
-                'list (the annotations and the category list of the file disagree). Fix the '
-                'file, or use the original annotation file of the data set.')
+    unknown = [a for a in data.get('annotations', []) if a.get('category_id') not in known]
+    if not unknown:
+        return
+    first = unknown[0]
+    if refuse:
+        raise ValueError(
+            f'{ann_file!r}: annotation {first.get("id")} of image {first.get("image_id")} has '
+            f'category_id {first.get("category_id")!r}, which the file\'s "categories" do not '
+            f'list ({len(unknown)} such annotations; the annotations and the category list of the '
+            'file disagree). Fix the file, or use the original annotation file of the data set; '
+            'check_categories=False skips them (what mmdet does without a word).')
+    ids = sorted({str(a.get('category_id')) for a in unknown})
+    print_log(f'{ann_file}: skipped {len(unknown)} annotations whose category id is not in the '
+              f'file\'s categories ({", ".join(ids[:5])}{", ..." if len(ids) > 5 else ""})',
+              logger='current', level=logging.WARNING)
 
 
 def log_annotations_outside_classes(dataset, data: dict, used_ids: set) -> None:
@@ -65,7 +74,7 @@ def log_annotations_outside_classes(dataset, data: dict, used_ids: set) -> None:
     skips them (OV-COCO's 65 of COCO's 80 categories)."""
     names = {c['id']: c['name'] for c in data.get('categories', [])}
     left = Counter(a['category_id'] for a in data.get('annotations', [])
-                   if a['category_id'] not in used_ids)
+                   if a['category_id'] not in used_ids and a['category_id'] in names)
     if left:
         shown = ', '.join(f'{names[c]} ({n})' for c, n in left.most_common(5))
         print_log(f'{type(dataset).__name__}: {sum(left.values())} annotations of {len(left)} '
@@ -141,6 +150,8 @@ class OVCocoDataset(_OVSplitMixin, CocoDataset):
         classes: label order (a list, a JSON file or a bundled name; default ``'ovcoco_65_all'``).
         base_classes / novel_classes: the split (default ``'ovcoco_48_base'`` / the rest).
         filter_novel: drop novel-class annotations (``True`` for training sets).
+        check_categories: refuse annotations whose category id the file does not list
+            (``False``: skip and count them; mmdet skips them silently).
         **kwargs: :class:`mmdet.datasets.CocoDataset` arguments.
 
     Raises:
@@ -152,7 +163,9 @@ class OVCocoDataset(_OVSplitMixin, CocoDataset):
     def __init__(self, *args, classes: ClassList = 'ovcoco_65_all',
                  base_classes: ClassList = 'ovcoco_48_base',
                  novel_classes: Optional[ClassList] = 'ovcoco_17_novel',
-                 filter_novel: bool = False, metainfo: Optional[dict] = None, **kwargs) -> None:
+                 filter_novel: bool = False, metainfo: Optional[dict] = None,
+                 check_categories: bool = True, **kwargs) -> None:
+        self.check_categories = bool(check_categories)
         metainfo = self._init_split(classes, base_classes, novel_classes, filter_novel, metainfo)
         super().__init__(*args, metainfo=metainfo, **kwargs)
 
@@ -160,7 +173,7 @@ class OVCocoDataset(_OVSplitMixin, CocoDataset):
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
             with json_errors_name_file(local_path):
                 self.coco = self.COCOAPI(local_path)
-        check_annotation_categories(self.ann_file, self.coco.dataset)
+        check_annotation_categories(self.ann_file, self.coco.dataset, self.check_categories)
         by_name: Dict[str, int] = {c['name']: c['id'] for c in self.coco.cats.values()}
         classes = list(self.metainfo['classes'])
         novel = set(self.metainfo['novel_classes'])
@@ -203,13 +216,16 @@ class OVLVISDataset(_OVSplitMixin, LVISV1Dataset):
             and CLIPSelf's lists ``speaker_(stero_equipment)``); checked against the file.
         base_classes / novel_classes: default ``'ovlvis_866_base'`` / ``'ovlvis_337_novel_rare'``.
         filter_novel: drop rare-class annotations (training on ``lvis_v1_train.json``).
+        check_categories: as :class:`OVCocoDataset`'s.
         **kwargs: :class:`mmdet.datasets.LVISV1Dataset` arguments (needs the ``lvis`` package).
     """
 
     def __init__(self, *args, classes: ClassList = 'ovlvis_1203_all',
                  base_classes: ClassList = 'ovlvis_866_base',
                  novel_classes: Optional[ClassList] = 'ovlvis_337_novel_rare',
-                 filter_novel: bool = False, metainfo: Optional[dict] = None, **kwargs) -> None:
+                 filter_novel: bool = False, metainfo: Optional[dict] = None,
+                 check_categories: bool = True, **kwargs) -> None:
+        self.check_categories = bool(check_categories)
         metainfo = self._init_split(classes, base_classes, novel_classes, filter_novel, metainfo)
         super().__init__(*args, metainfo=metainfo, **kwargs)
 
@@ -218,7 +234,7 @@ class OVLVISDataset(_OVSplitMixin, LVISV1Dataset):
             with json_errors_name_file(local_path):
                 data_list = super().load_data_list()  # labels = rank of the category id
             data = load_json_file(local_path, 'LVIS annotation file')
-        check_annotation_categories(self.ann_file, data)
+        check_annotation_categories(self.ann_file, data, self.check_categories)
         cats = sorted(data['categories'], key=lambda c: c['id'])
         check_same_classes([c['name'] for c in cats], self.metainfo['classes'],
                            'its categories (by id)', '`classes`',
