@@ -8,7 +8,8 @@ loaded strictly, and a key mismatch (a checkpoint of another backbone, a raw ope
 stops with the key accounting instead of evaluating an untrained model. Several processes:
 ``tools/dist_test.sh`` (NCCL on GPUs, gloo without CUDA); Slurm: ``tools/slurm_test.sh``. The
 console shows the progress and the result table; the environment, the full config and the hook
-order are in the log file of the work dir.
+order are in the log file of the work dir. ``--cfg-options`` keys that would change nothing
+(misspelt, or a variable of the config file) are refused (docs/en/faq.md).
 """
 import argparse
 import inspect
