@@ -589,6 +589,9 @@ def test_class_lists_are_compared_with_one_message():
     assert first_difference(['a', 'b'], ['a', 'b']) is None
     assert first_difference(['a', 'b'], ['a']) == 1 and first_difference(['x'], ['y', 'z']) == 0
     check_same_classes(None, ['a'], 'x', 'y', 'fix')  # nothing to compare
+    with pytest.raises(ValueError, match=r"^class 0 is 'x' in A but 'y' in B \(1 classes in A, 1 "
+                                         r'in B\); fix$'):
+        check_same_classes(['x'], ['y'], 'A', 'B', 'fix')
     with pytest.raises(ValueError) as err:
         check_same_classes(['a', 'b'], ['a', 'b', 'c'], 'the file', 'the dataset', 'Fix it.',
                            where="'f.pt'")
@@ -617,3 +620,159 @@ def test_lvis_categories_differing_from_the_classes_name_the_first_one(tmp_path)
     ann.write_text(json.dumps(data))
     with pytest.raises(ValueError, match='annotation 1 of image 1 has category_id 5000'):
         OVLVISDataset(ann_file=str(ann), data_prefix=dict(img=''), pipeline=[])
+
+
+class _WordTokenizer:
+    """open_clip's tokenizer interface on words: start 1, end 2, word ids from 3, zero padding,
+    the end token at the last place of a cut sequence; counts its ``encode`` calls."""
+    context_length = 6
+
+    def __init__(self):
+        self.ids, self.encoded = {}, 0
+
+    def encode(self, text):
+        self.encoded += 1
+        return [self.ids.setdefault(w, len(self.ids) + 3) for w in text.split()]
+
+    def __call__(self, texts):
+        out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            ids = [1] + [self.ids.setdefault(w, len(self.ids) + 3) for w in text.split()] + [2]
+            ids = ids[:self.context_length]
+            ids[-1] = 2
+            out[row, :len(ids)] = torch.tensor(ids)
+        return out
+
+
+def test_prompt_length_check_counts_only_cut_prompts(monkeypatch):
+    from densevlm_mm.text_embeddings import PromptLengthCheck, _short
+    tok = _WordTokenizer()
+    check = PromptLengthCheck(tok)
+    # with start and end: 2 and 3 words leave room, 4 fill the context exactly, 5 are cut
+    for name in ('a b', 'a b c', 'a b c x', 'a b c d e'):
+        check.add(name, [name], tok([name]))
+    with pytest.raises(ValueError, match=r"class names 'a b c d e' and 'a b c d f' give identical "
+                                         r'prompts .* \(6 tokens\)'):
+        check.add('a b c d f', ['a b c d f'], tok(['a b c d f']))
+    assert check.cut == ['a b c d e', 'a b c d f']
+    assert tok.encoded == 3  # only the prompts that fill the context are encoded again
+    same = PromptLengthCheck(tok)  # equal up to clean_name: one class as thing and as stuff
+    for name in ('A_b c d e', 'a b c d e'):
+        same.add(name, [name], tok([name.replace('_', ' ').lower()]))
+    # a tokenizer without `encode` or without a context length: no length check, no error
+    for bare in (lambda texts: tok(texts), type('T', (), dict(encode=tok.encode,
+                                                              context_length=None))()):
+        other = PromptLengthCheck(bare)
+        other.add('a b c d e', ['a b c d e'], tok(['a b c d e']))
+        assert other.cut == []
+    logged = []
+    monkeypatch.setattr('mmengine.logging.print_log', lambda msg, **kw: logged.append(msg))
+    many = PromptLengthCheck(tok)
+    for k in range(6):
+        name = f'w{k} x y z q'
+        many.add(name, [name], tok([name]))
+    many.report()
+    assert logged == ["6 class name(s) too long for the text tower's context (6 tokens): their "
+                      "prompts are cut, and the end of the name is not encoded: 'w0 x y z q', "
+                      "'w1 x y z q', 'w2 x y z q', 'w3 x y z q', 'w4 x y z q' .... Shorten them."]
+    PromptLengthCheck(tok).report()  # nothing cut: nothing logged
+    assert len(logged) == 1
+    # long names are shown with their middle elided (40 + ... + 20 characters)
+    assert _short('n' * 63) == repr('n' * 63) and _short('cat') == "'cat'"
+    assert _short('h' * 40 + 'm' * 4 + 't' * 20) == repr('h' * 40 + '...' + 't' * 20)
+
+
+@pytest.mark.parametrize('value,path_like', [
+    ('names.txt', True), ('NAMES.TXT', True), ('v.json', True), ('data/x', True),
+    ('snow', False), ('a,b.txt', False), ('x/y,z', False), ('snow, sky', False),
+])
+def test_path_like_vocabulary_values(monkeypatch, value, path_like):
+    from densevlm_mm.vocabulary import looks_like_path
+    assert looks_like_path(value) is path_like
+    monkeypatch.setattr(os, 'sep', '\\')  # Windows: '/' and the native separator both count
+    assert looks_like_path(value) is path_like
+    assert looks_like_path(value.replace('/', '\\')) is path_like
+
+
+def test_file_messages_name_what_the_file_is_for(tmp_path):
+    from densevlm_mm.text_embeddings import generate_text_embedding_file
+    empty = tmp_path / 'v.json'
+    empty.write_bytes(b'')
+    with pytest.raises(ValueError, match=r"^vocabulary '.*v\.json' is empty \(0 bytes\)"):
+        load_vocabulary(str(empty))
+    vocab = tmp_path / 'ok.txt'
+    vocab.write_text('thing\tcat\nstuff\tsky\n')
+    templates = tmp_path / 't.txt'
+    templates.write_bytes(b'')
+    with pytest.raises(ValueError, match=r"^templates file '.*t\.txt' is empty"):
+        generate_text_embedding_file('densevlm-tiny-vit', None, str(vocab), str(tmp_path / 'o.pt'),
+                                     templates=str(templates), progress=False)
+    templates.write_bytes(b'\xff\xfe' + 'a photo of a {}.\nno placeholder\n'.encode('utf-16-le'))
+    te = generate_text_embedding_file('densevlm-tiny-vit', None, str(vocab),
+                                      str(tmp_path / 'o.pt'), templates=str(templates),
+                                      progress=False)
+    assert te.templates == ['a photo of a {}.']
+
+
+def test_embedding_file_class_mismatch_messages(tmp_path):
+    path = str(tmp_path / 'e.pt')
+    TextEmbeddings(torch.randn(2, 8), ['cat', 'dog'], torch.tensor([True, True])).save(path)
+    with pytest.raises(ValueError) as err:
+        load_text_embeddings(path, vocabulary=Vocabulary(['cat', 'wolf'], [True, True]))
+    assert str(err.value) == (f"{path!r}: class 1 is 'dog' in the file but 'wolf' in the "
+                              'vocabulary (2 classes in the file, 2 in the vocabulary); the order '
+                              'matters: regenerate the embeddings for this vocabulary.')
+    with pytest.raises(ValueError) as err:
+        load_text_embeddings(path, class_names=['cat', 'wolf'])
+    assert str(err.value) == (f"{path!r}: class 1 is 'dog' in the file but 'wolf' in the dataset "
+                              "(2 classes in the file, 2 in the dataset); the rows must follow the "
+                              "dataset's category order.")
+
+
+def test_panoptic_png_id_message_lists_five_ids():
+    ids = np.repeat(np.arange(1, 8), 3).reshape(7, 3)  # ids 1..7, 3 px each
+    with pytest.raises(ValueError, match=r"has segment ids that its segments_info does not list: "
+                                         r'2 \(3 px\), 3 \(3 px\), 4 \(3 px\), 5 \(3 px\), '
+                                         r'6 \(3 px\) \.\.\.\. The PNG'):
+        LoadPanopticRegions._check_png_ids(ids, dict(segments_info=[dict(id=1)], img_id=3), 'p')
+    LoadPanopticRegions._check_png_ids(np.zeros((2, 2), np.int64), dict(segments_info=[]), 'p')
+
+
+def test_checked_seg_loader_arguments_label_map_and_palette_maps(tmp_path):
+    from densevlm_mm.datasets.transforms import LoadCheckedSegAnnotations, check_label_map
+    for bad in (0, True, 2.5, '3'):
+        with pytest.raises(ValueError, match=r'num_classes must be a positive integer \(the '
+                                             rf"dataset's class count\), got {re.escape(repr(bad))}"):
+            LoadCheckedSegAnnotations(num_classes=bad)
+    t = LoadCheckedSegAnnotations(num_classes=3)
+    assert repr(t) == ('LoadCheckedSegAnnotations(num_classes=3, ignore_index=255, '
+                       'reduce_zero_label=None, check_labels=True)')
+    # a palette ("P") PNG loads as its indices (pillow), as mmseg's loader does
+    pal = Image.fromarray(np.array([[0, 1, 2, 255]] * 2, np.uint8), mode='P')
+    pal.putpalette([v for i in range(256) for v in (i, 255 - i, 7)])
+    pal.save(tmp_path / 'p.png')
+    out = t(dict(seg_map_path=str(tmp_path / 'p.png')))  # no ori_shape, no seg_fields yet
+    np.testing.assert_array_equal(out['gt_seg_map'], [[0, 1, 2, 255]] * 2)
+    assert out['gt_seg_map'].dtype == np.uint8 and out['seg_fields'] == ['gt_seg_map']
+    # the transform's reduce_zero_label must agree with the dataset's
+    raw = _png(tmp_path / 'r.png', np.array([[0, 1, 4, 255]] * 2, np.uint8))
+    with pytest.raises(ValueError, match=r'reduce_zero_label=True but the dataset has '
+                                         r'reduce_zero_label=False; remove it'):
+        LoadCheckedSegAnnotations(reduce_zero_label=True)(dict(seg_map_path=raw,
+                                                               reduce_zero_label=False))
+    with pytest.raises(ValueError, match=r"3 \(2 px\); allowed are 0\.\.2 and 255 \(ignore\) after "
+                                         r"the transform's reduce_zero_label \(file value v is "
+                                         r'label v - 1, 0 is ignore\)\. The map'):
+        LoadCheckedSegAnnotations(num_classes=3, reduce_zero_label=True)(dict(seg_map_path=raw))
+    # the dataset's label_map (mmseg's custom classes) applies before the check
+    out = LoadCheckedSegAnnotations(num_classes=5)(dict(seg_map_path=raw, label_map={4: 1, 1: 4}))
+    np.testing.assert_array_equal(out['gt_seg_map'][0], [0, 4, 1, 255])  # from the old values
+    with pytest.raises(ValueError, match=r"4 \(2 px\); .* after the dataset's label_map\. The"):
+        LoadCheckedSegAnnotations(num_classes=4)(dict(seg_map_path=raw, label_map={4: 1, 1: 4}))
+    # more than five bad values: five shown, then "..."
+    many = np.arange(10, 16, dtype=np.uint8)[None]
+    with pytest.raises(ValueError, match=r'10 \(1 px\), 11 \(1 px\), 12 \(1 px\), 13 \(1 px\), '
+                                         r'14 \(1 px\) \.\.\.; allowed'):
+        check_label_map(many, 'm', num_classes=3)
+    check_label_map(many, 'm', image_shape=None, num_classes=None)  # no value check asked
+    check_label_map(np.full((1, 6), 255, np.uint8), 'm', (1, 6), num_classes=3)
