@@ -103,8 +103,9 @@ def build_text_embeddings(clip_model: torch.nn.Module,
         prompts = make_prompts(name, templates)
         feats, all_tokens = [], []
         for start in range(0, len(prompts), batch_size):
-            tokens = tokenizer(prompts[start:start + batch_size]).to(device)
-            all_tokens.append(tokens)
+            cpu_tokens = tokenizer(prompts[start:start + batch_size])
+            all_tokens.append(cpu_tokens)
+            tokens = cpu_tokens.to(device)
             with torch.no_grad():  # a block, not a decorator: mutmut mutates the function
                 feats.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
         check.add(name, prompts, torch.cat(all_tokens))

@@ -408,7 +408,8 @@ def test_segmentation_label_maps_are_checked_when_loaded(tmp_path):
     bad = good.copy()
     bad[0, :2] = 7
     with pytest.raises(ValueError, match=r"label map '.*m\.png' has label values outside the 3 "
-                                         r'classes: 7 \(2 px\); allowed are 0\.\.2 and 255'):
+                                         r'classes: 7 \(2 px\); allowed are 0\.\.2 and 255 '
+                                         r'\(ignore\)\. The map belongs'):
         load(bad, num_classes=3)
     np.testing.assert_array_equal(load(bad, num_classes=3, check_labels=False)['gt_seg_map'], bad)
     # reduce_zero_label (ADE-150): file 0 -> 255, v -> v-1; file 4 is label 3, outside 3 classes
@@ -422,8 +423,9 @@ def test_segmentation_label_maps_are_checked_when_loaded(tmp_path):
         load(np.zeros((4, 5), np.uint8))
     with pytest.raises(ValueError, match=r"shape \(4, 6, 3\).*single-channel"):
         load(np.zeros((4, 6, 3), np.uint8))
-    with pytest.raises(ValueError, match='values up to 300: a 16-bit map.*LoadWideSegAnnotations'):
-        load(np.full((4, 6), 300, np.uint16))
+    with pytest.raises(ValueError, match='values up to 256: a 16-bit map.*LoadWideSegAnnotations'):
+        load(np.full((4, 6), 256, np.uint16))
+    np.testing.assert_array_equal(load(np.full((4, 6), 255, np.uint16))['gt_seg_map'], 255)
     # the wide loader (ADE-847 / PC-459): labels below num_classes or 65535
     from densevlm_mm.datasets.seg_datasets import LoadWideSegAnnotations
     wide = np.array([[0, 846, 847, 65535, 0, 0]] * 4, np.uint16)
@@ -744,6 +746,7 @@ def test_checked_seg_loader_arguments_label_map_and_palette_maps(tmp_path):
         with pytest.raises(ValueError, match=r'num_classes must be a positive integer \(the '
                                              rf"dataset's class count\), got {re.escape(repr(bad))}"):
             LoadCheckedSegAnnotations(num_classes=bad)
+    assert LoadCheckedSegAnnotations(num_classes=1).num_classes == 1
     t = LoadCheckedSegAnnotations(num_classes=3)
     assert repr(t) == ('LoadCheckedSegAnnotations(num_classes=3, ignore_index=255, '
                        'reduce_zero_label=None, check_labels=True)')
@@ -764,6 +767,33 @@ def test_checked_seg_loader_arguments_label_map_and_palette_maps(tmp_path):
                                          r"the transform's reduce_zero_label \(file value v is "
                                          r'label v - 1, 0 is ignore\)\. The map'):
         LoadCheckedSegAnnotations(num_classes=3, reduce_zero_label=True)(dict(seg_map_path=raw))
+    agreed = LoadCheckedSegAnnotations(num_classes=4, reduce_zero_label=True)(
+        dict(seg_map_path=raw, reduce_zero_label=True))
+    np.testing.assert_array_equal(agreed['gt_seg_map'][0], [255, 0, 3, 255])
+    with pytest.raises(ValueError, match=r"after the dataset's reduce_zero_label \(file value v is "
+                                         r"label v - 1, 0 is ignore\) after the dataset's "
+                                         r'label_map\. The map'):
+        LoadCheckedSegAnnotations(num_classes=3)(dict(seg_map_path=raw, reduce_zero_label=True,
+                                                      label_map={0: 5}))
+    # another ignore value
+    seven = _png(tmp_path / 's.png', np.array([[0, 7, 255]] * 2, np.uint8))
+    with pytest.raises(ValueError, match=r'255 \(2 px\); allowed are 0\.\.2 and 7 \(ignore\)'):
+        LoadCheckedSegAnnotations(num_classes=3, ignore_index=7)(dict(seg_map_path=seven))
+    # the file is read with the transform's backend_args
+    from mmengine.fileio import register_backend
+    from mmengine.fileio.backends import BaseStorageBackend
+
+    class Fixed(BaseStorageBackend):
+        def get(self, filepath):
+            return open(raw, 'rb').read()
+
+        def get_text(self, filepath, encoding='utf-8'):
+            raise NotImplementedError
+
+    register_backend('densevlm_test_fixed', Fixed, force=True)
+    out = LoadCheckedSegAnnotations(backend_args=dict(backend='densevlm_test_fixed'))(
+        dict(seg_map_path='no/such/file.png'))
+    np.testing.assert_array_equal(out['gt_seg_map'][0], [0, 1, 4, 255])
     # the dataset's label_map (mmseg's custom classes) applies before the check
     out = LoadCheckedSegAnnotations(num_classes=5)(dict(seg_map_path=raw, label_map={4: 1, 1: 4}))
     np.testing.assert_array_equal(out['gt_seg_map'][0], [0, 4, 1, 255])  # from the old values
@@ -775,4 +805,4 @@ def test_checked_seg_loader_arguments_label_map_and_palette_maps(tmp_path):
                                          r'14 \(1 px\) \.\.\.; allowed'):
         check_label_map(many, 'm', num_classes=3)
     check_label_map(many, 'm', image_shape=None, num_classes=None)  # no value check asked
-    check_label_map(np.full((1, 6), 255, np.uint8), 'm', (1, 6), num_classes=3)
+    check_label_map(np.full((1, 6), 255, np.uint8), 'm', (1, 6, 3), num_classes=3)  # H, W, C

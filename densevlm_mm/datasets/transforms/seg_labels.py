@@ -58,12 +58,11 @@ def check_label_map(seg: np.ndarray, path: str, image_shape: Optional[Sequence[i
         return
     bad = (seg >= num_classes) & (seg != ignore_index)
     if bad.any():
-        values, counts = np.unique(seg[bad], return_counts=True)
-        shown = ', '.join(f'{v} ({c} px)' for v, c in zip(values[:5].tolist(),
-                                                          counts[:5].tolist()))
+        pairs = list(zip(*(a.tolist() for a in np.unique(seg[bad], return_counts=True))))
+        shown = ', '.join(f'{v} ({c} px)' for v, c in pairs[:5])
         raise ValueError(
             f'label map {path!r} has label values outside the {num_classes} classes: {shown}'
-            f'{" ..." if len(values) > 5 else ""}; allowed are 0..{num_classes - 1} and '
+            f'{" ..." if len(pairs) > 5 else ""}; allowed are 0..{num_classes - 1} and '
             f'{ignore_index} (ignore){note}. The map belongs to another class list, or '
             'num_classes / reduce_zero_label of the pipeline are wrong. mmseg would leave these '
             'pixels out of the ground truth without a word; to do the same on purpose, set '
