@@ -806,3 +806,17 @@ def test_checked_seg_loader_arguments_label_map_and_palette_maps(tmp_path):
         check_label_map(many, 'm', num_classes=3)
     check_label_map(many, 'm', image_shape=None, num_classes=None)  # no value check asked
     check_label_map(np.full((1, 6), 255, np.uint8), 'm', (1, 6, 3), num_classes=3)  # H, W, C
+
+
+def test_pseudo_region_category_outside_the_file_categories_is_named(tmp_path):
+    """A raw KeyError (no file, no image) before."""
+    from densevlm_mm.datasets import CocoPseudoRegionDataset
+    (tmp_path / 'img').mkdir()
+    ann = tmp_path / 'pseudo.json'
+    ann.write_text(json.dumps(dict(
+        images=[dict(id=4, file_name='a.jpg', height=8, width=8)], categories=[dict(id=1)],
+        annotations=[dict(id=9, image_id=4, category_id=1, bbox=[0, 0, 2, 2]),
+                     dict(id=10, image_id=4, category_id=7, bbox=[0, 0, 2, 2])])))
+    with pytest.raises(ValueError, match=r"pseudo\.json': annotation 10 of image 4 has category_id "
+                                         r"7, which the file's \"categories\" do not list"):
+        CocoPseudoRegionDataset(ann_file=str(ann), data_prefix=dict(img=str(tmp_path / 'img')))

@@ -222,3 +222,19 @@ def test_clip_converters_check_the_model_before_writing(tmp_path, capsys):
     assert reverse.main([str(tmp_path / 'clip.pt'), str(dst), '--check-model',
                          'densevlm-tiny-eva02-teacher']) == 1
     assert not dst.exists() and 'nothing written' in capsys.readouterr().err
+
+
+def test_san_converter_checks_the_config_before_writing(tmp_path, capsys):
+    """``--config`` reported its key / shape mismatches after DST was written."""
+    from densevlm_mm.models.clip_factory import create_clip
+    src, dst = tmp_path / 'clip.pt', tmp_path / 'san.pth'
+    torch.save(create_clip('densevlm-tiny-vit')[0].state_dict(), src)
+    tool = load_tool('model_converters/open_clip_to_san.py')
+    config = str(REPO / 'configs' / 'san' / 'san_tiny_demo.py')
+    assert tool.main([str(src), str(dst), '--split', '1', '--config', config]) == 1
+    err = capsys.readouterr().err
+    assert f"the conversion of '{src}' does not fit the model of {config} (listed above); nothing " \
+           f'written to {dst}' in err and 'missing: ' in err
+    assert not dst.exists()
+    assert tool.main([str(src), str(dst), '--split', '2', '--config', config]) == 0
+    assert dst.exists()
