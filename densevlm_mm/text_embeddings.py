@@ -18,6 +18,7 @@ File format (``.pt``, read with ``torch.load(weights_only=True)``) — a dict:
 Reference ``.npy`` files (``[C, D]`` only) load too when a vocabulary is given for the names and
 the thing/stuff split.
 """
+import logging
 import os
 import os.path as osp
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .vocabulary import Vocabulary, load_vocabulary
+from .vocabulary import Vocabulary, check_same_classes, load_vocabulary
+from .utils.files import read_text_file
 
 # The 63 prompt templates of the reference (spec §7.1), ``{article}`` = a/an, ``{}`` = class name.
 TEMPLATES: List[str] = [
@@ -92,22 +94,79 @@ def build_text_embeddings(clip_model: torch.nn.Module,
     ``normalize=True`` the two agree (``tests/test_vocabulary_and_text_embeddings.py``).
     """
     rows = []
+    check = PromptLengthCheck(tokenizer)
     iterator = enumerate(names)
     if progress:
         from mmengine.utils import ProgressBar
         bar = ProgressBar(len(names))
     for _, name in iterator:
         prompts = make_prompts(name, templates)
-        feats = []
+        feats, all_tokens = [], []
         for start in range(0, len(prompts), batch_size):
-            tokens = tokenizer(prompts[start:start + batch_size]).to(device)
+            cpu_tokens = tokenizer(prompts[start:start + batch_size])
+            all_tokens.append(cpu_tokens)
+            tokens = cpu_tokens.to(device)
             with torch.no_grad():  # a block, not a decorator: mutmut mutates the function
                 feats.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
+        check.add(name, prompts, torch.cat(all_tokens))
         mean = torch.cat(feats).mean(0)
         rows.append(F.normalize(mean, dim=0) if normalize else mean)
         if progress:
             bar.update()
+    check.report()
     return torch.stack(rows).cpu()
+
+
+def _short(name: str, head: int = 40, tail: int = 20) -> str:
+    """``repr`` of a name, its middle elided when long."""
+    return repr(name if len(name) <= head + tail + 3 else f'{name[:head]}...{name[-tail:]}')
+
+
+class PromptLengthCheck:
+    """Class names whose prompts the tokenizer cuts at the text tower's context length (77
+    tokens for CLIP).
+
+    A cut prompt loses the end of the name: two long names that differ only there get identical
+    tokens, hence identical embeddings, and the classifier cannot tell them apart. :meth:`add`
+    raises ``ValueError`` naming both classes in that case (names equal up to
+    :func:`clean_name`, e.g. a class listed once as thing and once as stuff, are meant to share a
+    row); :meth:`report` logs a warning listing the cut names otherwise.
+    """
+
+    def __init__(self, tokenizer: Callable) -> None:
+        self.tokenizer = tokenizer
+        self.context = getattr(tokenizer, 'context_length', None)
+        self.seen: dict = {}
+        self.cut: List[str] = []
+
+    def _cut(self, prompts: Sequence[str], tokens: torch.Tensor) -> bool:
+        encode = getattr(self.tokenizer, 'encode', None)
+        if encode is None or not self.context:  # not open_clip's BPE tokenizer: no length check
+            return False
+        full = (tokens[:, -1] != 0).tolist()  # the context is filled: cut, or exactly full
+        return any(len(encode(p)) + 2 > self.context  # + the start and end tokens
+                   for p, f in zip(prompts, full) if f)
+
+    def add(self, name: str, prompts: Sequence[str], tokens: torch.Tensor) -> None:
+        if self._cut(prompts, tokens):
+            self.cut.append(name)
+        other = self.seen.setdefault(tokens.cpu().numpy().tobytes(), name)
+        if clean_name(other).strip() != clean_name(name).strip():
+            raise ValueError(
+                f'class names {_short(other)} and {_short(name)} give identical prompts after the '
+                f'tokenizer cut them at the text tower\'s context length ({self.context} tokens): '
+                'they would get identical text embeddings. Shorten the names so that they differ '
+                'within their first words.')
+
+    def report(self) -> None:
+        if not self.cut:
+            return
+        from mmengine.logging import print_log
+        shown = ', '.join(_short(n) for n in self.cut[:5])
+        print_log(f'{len(self.cut)} class name(s) too long for the text tower\'s context '
+                  f'({self.context} tokens): their prompts are cut, and the end of the name is '
+                  f'not encoded: {shown}{" ..." if len(self.cut) > 5 else ""}. Shorten them.',
+                  logger='current', level=logging.WARNING)
 
 
 #: the name whose prompt-ensembled row is stored as ``background`` (CLIPSelf's F-ViT files)
@@ -209,10 +268,9 @@ def load_text_embeddings(path: str,
             raise ValueError(f'{path!r} has {len(te)} classes but the vocabulary has {len(vocab)}; '
                              'regenerate the embeddings for this vocabulary.')
         if not path.endswith('.npy'):
-            if list(vocab.names) != list(te.class_names):
-                bad = next(i for i, (a, b) in enumerate(zip(vocab.names, te.class_names)) if a != b)
-                raise ValueError(f'{path!r}: class {bad} is {te.class_names[bad]!r} in the file but '
-                                 f'{vocab.names[bad]!r} in the vocabulary (order matters).')
+            check_same_classes(te.class_names, vocab.names, 'the file', 'the vocabulary',
+                               'the order matters: regenerate the embeddings for this '
+                               'vocabulary.', where=repr(path))
             if not torch.equal(vocab.is_thing, te.is_thing):
                 raise ValueError(f'{path!r}: thing/stuff flags differ from the vocabulary')
     if embed_dim is not None and te.embed_dim != embed_dim:
@@ -227,10 +285,9 @@ def load_text_embeddings(path: str,
         if len(class_names) != len(te):
             raise ValueError(f'{path!r} has {len(te)} classes but the dataset has '
                              f'{len(class_names)}')
-        for i, (a, b) in enumerate(zip(class_names, te.class_names)):
-            if a != b:
-                raise ValueError(f'{path!r}: class {i} is {b!r} in the file but {a!r} in the '
-                                 'dataset; the rows must follow the dataset\'s category order.')
+        check_same_classes(te.class_names, class_names, 'the file', 'the dataset',
+                           "the rows must follow the dataset's category order.",
+                           where=repr(path))
     if expected_model is not None and model_name is not None and expected_model != model_name:
         raise ValueError(f'expected_model={expected_model!r} and model_name={model_name!r} differ')
     expected = expected_model if expected_model is not None else model_name
@@ -269,8 +326,8 @@ def generate_text_embedding_file(model_name: str, checkpoint: Optional[str],
     elif isinstance(templates, str):
         if not osp.isfile(templates):
             raise FileNotFoundError(f'templates file not found: {templates!r}')
-        with open(templates) as f:
-            templates = [ln.rstrip('\n') for ln in f if '{}' in ln]
+        templates = [ln for ln in read_text_file(templates, 'templates file').splitlines()
+                     if '{}' in ln]
         if not templates:
             raise ValueError('the templates file has no line containing "{}"')
     ckpt = None if checkpoint in (None, 'none', 'None', '') else checkpoint

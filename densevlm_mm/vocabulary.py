@@ -15,13 +15,14 @@ A vocabulary without a thing/stuff flag for every class is rejected: DenseVLM's 
 the Masks-T / Masks-S evaluation both need the split. So are vocabularies with an empty name, a
 single class, or a name listed twice in the same group (see :func:`check_class_names`).
 """
-import json
 import os
 import os.path as osp
 from dataclasses import dataclass
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
+
+from densevlm_mm.utils.files import load_json_file, read_text_file
 
 BUNDLED_DIR = osp.join(osp.dirname(__file__), 'vocab_data')
 
@@ -76,6 +77,54 @@ def check_class_names(names: Sequence[str], is_thing: Sequence[bool],
         seen[key] = i
 
 
+def first_difference(names: Sequence[str], expected: Sequence[str]) -> Optional[int]:
+    """Index of the first class where two lists differ (a missing entry counts); None if equal."""
+    names, expected = list(names), list(expected)
+    if names == expected:
+        return None
+    return next((i for i, (a, b) in enumerate(zip(names, expected)) if a != b),
+                min(len(names), len(expected)))
+
+
+def check_same_classes(names: Optional[Sequence[str]], expected: Optional[Sequence[str]],
+                       names_in: str, expected_in: str, fix: str, where: str = '') -> None:
+    """Raise ``ValueError`` when two class lists differ (names or order), naming the first
+    difference; nothing to check when either list is ``None``.
+
+    The message (one format for every class-list comparison of the package)::
+
+        <where>: class 2 is 'dog' in <names_in> but 'bottle' in <expected_in> (4 classes in
+        <names_in>, 4 in <expected_in>); <fix>
+
+    A class beyond the end of a list is ``missing``.
+    """
+    if names is None or expected is None:
+        return
+    names, expected = list(names), list(expected)
+    i = first_difference(names, expected)
+    if i is None:
+        return
+
+    def at(lst: List[str]) -> str:
+        return repr(lst[i]) if i < len(lst) else 'missing'
+
+    raise ValueError(f'{where + ": " if where else ""}class {i} is {at(names)} in {names_in} but '
+                     f'{at(expected)} in {expected_in} ({len(names)} classes in {names_in}, '
+                     f'{len(expected)} in {expected_in}); {fix}')
+
+
+#: extensions of vocabulary files (a value ending so is read as a path, never as a class name)
+VOCABULARY_FILE_EXTENSIONS = ('.txt', '.json', '.csv', '.tsv', '.yaml', '.yml')
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether ``value`` (a command-line vocabulary) is meant as a file rather than class names:
+    no comma, and a path separator or a vocabulary file extension (``names.txt``, ``data/x``)."""
+    value = value.strip()
+    return ',' not in value and ('/' in value or os.sep in value
+                                 or value.lower().endswith(VOCABULARY_FILE_EXTENSIONS))
+
+
 def bundled_vocabularies() -> List[str]:
     """Names accepted by :func:`load_vocabulary` without a path."""
     return sorted(f[:-5] for f in os.listdir(BUNDLED_DIR) if f.endswith('.json'))
@@ -110,13 +159,16 @@ def load_vocabulary(source: Union[str, 'Vocabulary'], require_split: bool = True
         bundled = osp.join(BUNDLED_DIR, f'{source}.json')
         if osp.exists(bundled):
             path = bundled
+        elif looks_like_path(source):
+            raise FileNotFoundError(f'vocabulary file not found: {source!r} (the bundled '
+                                    'vocabularies are named without a path or extension: '
+                                    f'{", ".join(bundled_vocabularies())})')
         else:
             raise FileNotFoundError(
                 f'vocabulary {source!r} is neither a file nor a bundled vocabulary '
                 f'({", ".join(bundled_vocabularies())})')
     if path.endswith('.json'):
-        with open(path) as f:
-            data = json.load(f)
+        data = load_json_file(path, 'vocabulary')
         if isinstance(data, dict) and 'names' in data:
             names = list(data['names'])
             if 'is_thing' not in data:
@@ -125,6 +177,8 @@ def load_vocabulary(source: Union[str, 'Vocabulary'], require_split: bool = True
             return Vocabulary(names, [_flag(v, path) for v in data['is_thing']])
         if not isinstance(data, list):
             raise ValueError(f'vocabulary {path!r}: expected a JSON list or {{"names", "is_thing"}}')
+        if not data:
+            raise ValueError(f'vocabulary {path!r} is an empty list; list the classes.')
         if require_split and data and all(isinstance(e, dict) for e in data) and \
                 not any('isthing' in e for e in data):
             raise ValueError(
@@ -148,17 +202,18 @@ def load_vocabulary(source: Union[str, 'Vocabulary'], require_split: bool = True
             flags.append(_flag(entry.get('isthing', 0), f'{path} entry {i}'))
         return Vocabulary(names, flags)
     names, flags = [], []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip('\n')
-            if not line.strip():
-                continue
-            if '\t' not in line:
-                raise ValueError(f'{path}:{lineno}: {line!r} has no thing/stuff split; write '
-                                 '"thing<TAB>name" or "stuff<TAB>name".')
-            kind, name = line.split('\t', 1)
-            flags.append(_flag(kind, f'{path}:{lineno}'))
-            names.append(name.strip())
+    for lineno, line in enumerate(read_text_file(path, 'vocabulary').splitlines(), 1):
+        if not line.strip():
+            continue
+        if '\t' not in line:
+            raise ValueError(f'{path}:{lineno}: {line!r} has no thing/stuff split; write '
+                             '"thing<TAB>name" or "stuff<TAB>name".')
+        kind, name = line.split('\t', 1)
+        flags.append(_flag(kind, f'{path}:{lineno}'))
+        names.append(name.strip())
+    if not names:
+        raise ValueError(f'vocabulary {path!r} has only blank lines; write one class per line, '
+                         '"thing<TAB>name" or "stuff<TAB>name".')
     return Vocabulary(names, flags)
 
 

@@ -303,8 +303,9 @@ def test_panoptic_skips_continue_with_the_next_segments(tmp_path):
     assert out['img_shape'] == out['ori_shape'] == (30, 40)
     # without the iscrowd key a segment is not a crowd
     out = LoadPanopticRegions(min_size=0, skip_crowd=True).transform(
-        dict(img_path=img, seg_map_path=pan, segments_info=[_seg(1, True)]))
-    assert len(out['region_labels']) == 1
+        dict(img_path=img, seg_map_path=pan, segments_info=[
+            _seg(1, True), _seg(2, True, iscrowd=1), _seg(3, False, iscrowd=1)]))
+    assert out['region_labels'].tolist() == [1]
 
 
 def test_panoptic_no_regions_keeps_dtypes(tmp_path):

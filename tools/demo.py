@@ -57,7 +57,6 @@ class DemoError(Exception):
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -95,8 +94,8 @@ def parse_args(argv=None):
                              'model.backbone.pretrained when it holds one)')
     parser.add_argument('--cache-dir', default=None, help='text-embedding cache folder')
     parser.add_argument('--no-cache', action='store_true', help='do not read or write the cache')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of --config, key=value')
+    parser.add_argument('--cfg-options', nargs='+', action='extend',
+                        help='override settings of --config, key=value (as tools/train.py)')
     return parser.parse_args(argv)
 
 
@@ -126,6 +125,21 @@ def check_args(args) -> None:
     if args.custom_vocabulary and args.vocabulary not in (None, 'custom'):
         raise DemoError(f'--custom-vocabulary and --vocabulary {args.vocabulary} both given; '
                         'choose one')
+    if args.custom_vocabulary is not None and not args.custom_vocabulary.strip(' ,'):
+        raise DemoError('--custom-vocabulary is empty; give the class names ("snow,skis,sky") or '
+                        'a .txt / .json file of them (without it the demo uses --vocabulary)')
+    if args.cfg_options is not None:
+        if not args.config:
+            raise DemoError('--cfg-options changes the settings of --config; with --model there '
+                            'is no config to change')
+        from mmengine.config import Config
+
+        from densevlm_mm.utils.cfg_options import check_cfg_options, parse_cfg_options
+        try:
+            args.cfg_options = parse_cfg_options(args.cfg_options)
+            check_cfg_options(Config.fromfile(args.config), args.cfg_options)
+        except ValueError as exc:
+            raise DemoError(str(exc))
     if args.scale <= 0:
         raise DemoError(f'--scale must be positive, got {args.scale}')
     if not re.fullmatch(r'\s*\d+\s*[xX]\s*\d+\s*', args.grid) or \
@@ -135,18 +149,26 @@ def check_args(args) -> None:
 
 def read_custom_vocabulary(value: str) -> List[str]:
     """Names from ``"a,b,c"`` or a file (.txt one per line, ``thing<TAB>name`` allowed; .json a
-    list of names / of ``{"name": ...}`` / ``{"names": [...]}``)."""
+    list of names / of ``{"name": ...}`` / ``{"names": [...]}``; UTF-8, or UTF-16/32 with a
+    byte-order mark). A value that looks like a path of a missing file is refused."""
     from densevlm_mm.apis import parse_class_names
-    if osp.isfile(value):
-        if value.endswith('.json'):
-            with open(value) as f:
-                data = json.load(f)
-            if isinstance(data, dict):
-                data = data.get('names', [])
-            return [e['name'] if isinstance(e, dict) else str(e) for e in data]
-        with open(value) as f:
-            lines = [ln.rstrip('\n') for ln in f if ln.strip()]
-        return [ln.split('\t', 1)[1] if '\t' in ln else ln for ln in lines]
+    from densevlm_mm.utils.files import load_json_file, read_text_file
+    from densevlm_mm.vocabulary import looks_like_path
+    try:
+        if osp.isfile(value):
+            if value.endswith('.json'):
+                data = load_json_file(value, 'vocabulary')
+                if isinstance(data, dict):
+                    data = data.get('names', [])
+                return [e['name'] if isinstance(e, dict) else str(e) for e in data]
+            lines = [ln for ln in read_text_file(value, 'vocabulary').splitlines() if ln.strip()]
+            return [ln.split('\t', 1)[1] if '\t' in ln else ln for ln in lines]
+    except ValueError as exc:
+        raise DemoError(str(exc))
+    if looks_like_path(value):
+        raise DemoError(f'--custom-vocabulary {value!r} looks like a file path, but there is no '
+                        'such file; give an existing .txt / .json file, or class names separated '
+                        'by commas.')
     return parse_class_names(value)
 
 

@@ -8,7 +8,8 @@ loaded strictly, and a key mismatch (a checkpoint of another backbone, a raw ope
 stops with the key accounting instead of evaluating an untrained model. Several processes:
 ``tools/dist_test.sh`` (NCCL on GPUs, gloo without CUDA); Slurm: ``tools/slurm_test.sh``. The
 console shows the progress and the result table; the environment, the full config and the hook
-order are in the log file of the work dir.
+order are in the log file of the work dir. ``--cfg-options`` keys that would change nothing
+(misspelt, or a variable of the config file) are refused (docs/en/faq.md).
 """
 import argparse
 import inspect
@@ -16,7 +17,7 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 
 def parse_args(argv=None):
@@ -40,12 +41,13 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action='extend',
         help='override some settings in the used config, the key-value pair in xxx=yyy format will '
         'be merged into config file. If the value to be overwritten is a list, it should be like '
         'key="[a,b]" or key=a,b It also allows nested list/tuple values, e.g. '
-        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
+        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary. A single value may hold '
+        'spaces (quote the pair: \'data_root=/my data\'); list elements may not. Keys that the '
+        'config does not have (misspelt) are refused, see docs/en/faq.md.')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -63,16 +65,6 @@ def parse_args(argv=None):
 def fail(message: str) -> None:
     """Exit with status 1 and ``message`` on stderr (no traceback: the user's input is wrong)."""
     sys.exit(f'{osp.basename(sys.argv[0]) or "test.py"}: error: {message}')
-
-
-def load_weights_strictly(runner, checkpoint: str, strict: bool) -> None:
-    """Load ``checkpoint`` into ``runner.model``; on a key mismatch stop with the key accounting
-    (which file, which keys) unless ``strict`` is False."""
-    from densevlm_mm.utils.checkpoint import load_model_checkpoint
-    try:
-        load_model_checkpoint(runner.model, checkpoint, strict=strict)
-    except (OSError, RuntimeError, ValueError) as exc:  # CheckpointError is a RuntimeError
-        fail(str(exc))
 
 
 def enable_visualization(cfg: Config, show_dir: str) -> bool:
@@ -147,8 +139,11 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
 
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    from densevlm_mm.utils.cfg_options import merge_cfg_options
+    try:
+        merge_cfg_options(cfg, args.cfg_options)  # refuses keys that would change nothing
+    except ValueError as exc:
+        fail(str(exc))
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:
@@ -183,7 +178,11 @@ def main(argv=None):
     else:
         # a customized runner from the registry if `runner_type` is set in the config
         runner = RUNNERS.build(cfg)
-    load_weights_strictly(runner, args.checkpoint, strict)
+    from densevlm_mm.utils.checkpoint import CheckpointError, load_weights_strictly
+    try:
+        load_weights_strictly(runner.model, args.checkpoint, strict)
+    except CheckpointError as exc:  # a missing or unreadable file, other keys or shapes
+        fail(str(exc))
 
     # add the `DumpResults` metric, which writes the predictions to `--out`
     if args.out is not None:

@@ -8,14 +8,17 @@ The arguments are those of mmdet 3.x's ``tools/train.py``, plus ``--no-strict`` 
 checkpoint is loaded strictly: a key mismatch stops the run with the key accounting). Several
 processes: ``tools/dist_train.sh`` (NCCL on GPUs, gloo on a machine without CUDA); Slurm:
 ``tools/slurm_train.sh``. The console shows the training log; the environment, the full config
-and the hook order are in the log file of the work dir.
+and the hook order are in the log file of the work dir. A work dir is held by one training at a
+time (rank 0 locks ``<work_dir>/.train.lock``; the lock ends with its process, so a crashed run
+can be resumed). ``--cfg-options`` keys that would change nothing (misspelt, or a variable of the
+config file) are refused.
 """
 import argparse
 import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 
 def parse_args(argv=None):
@@ -49,12 +52,13 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action='extend',
         help='override some settings in the used config, the key-value pair in xxx=yyy format will '
         'be merged into config file. If the value to be overwritten is a list, it should be like '
         'key="[a,b]" or key=a,b It also allows nested list/tuple values, e.g. '
-        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
+        'key="[(a,b),(c,d)]" Note that the quotation marks are necessary. A single value may hold '
+        'spaces (quote the pair: \'data_root=/my data\'); list elements may not. Keys that the '
+        'config does not have (misspelt) are refused, see docs/en/faq.md.')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -74,26 +78,18 @@ def fail(message: str) -> None:
     sys.exit(f'{osp.basename(sys.argv[0]) or "train.py"}: error: {message}')
 
 
-def load_weights_strictly(runner, checkpoint: str, strict: bool) -> None:
-    """Load ``checkpoint`` into ``runner.model``; on a key mismatch stop with the key accounting
-    (which file, which keys) unless ``strict`` is False."""
-    from densevlm_mm.utils.checkpoint import load_model_checkpoint
-    try:
-        load_model_checkpoint(runner.model, checkpoint, strict=strict)
-    except (OSError, RuntimeError, ValueError) as exc:  # CheckpointError is a RuntimeError
-        fail(str(exc))
-
-
 def load_before_training(runner, checkpoint: str, strict: bool) -> None:
     """Load ``load_from`` where mmengine would (after the weight initialisation, which may load
     ``init_cfg`` weights, and before the first hook of training), but strictly."""
     from mmengine.hooks import Hook
 
+    from densevlm_mm.utils.checkpoint import load_weights_strictly
+
     class LoadCheckpointStrictly(Hook):
         priority = 'HIGHEST'
 
         def before_train(self, runner) -> None:
-            load_weights_strictly(runner, checkpoint, strict)
+            load_weights_strictly(runner.model, checkpoint, strict)
 
     runner.register_hook(LoadCheckpointStrictly(), priority='HIGHEST')
 
@@ -164,8 +160,11 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
 
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    from densevlm_mm.utils.cfg_options import merge_cfg_options
+    try:
+        merge_cfg_options(cfg, args.cfg_options)  # refuses keys that would change nothing
+    except ValueError as exc:
+        fail(str(exc))
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:
@@ -199,13 +198,9 @@ def main(argv=None):
     strict = not args.no_strict and cfg.get('load_strict', True)
 
     # imported after the checks of the arguments so that `--help` and argument errors are fast
-    from mmengine.runner import Runner
-
-    from densevlm_mm.registry import RUNNERS
     from densevlm_mm.utils import register_all_modules
     register_all_modules(init_default_scope=False)  # also allows mmengine's checkpoint meta
-    from densevlm_mm.engine import (DataEpochHook, concise_runner_class, finish_distributed,
-                                    setup_distributed)
+    from densevlm_mm.engine import WorkDirInUseError, hold_work_dir
 
     config_amp = str(cfg.get('optim_wrapper', {}).get('type', '')).split('.')[-1] == \
         'AmpOptimWrapper'
@@ -214,6 +209,21 @@ def main(argv=None):
         # CPU bf16 wrapper instead of failing mmengine's accelerator assertion
         enable_amp(cfg)
 
+    try:
+        with hold_work_dir(cfg.work_dir, args.launcher):  # rank 0: one training per work dir
+            train(cfg, args, load_from, strict)
+    except WorkDirInUseError as exc:
+        fail(str(exc))
+
+
+def train(cfg: Config, args, load_from, strict: bool) -> None:
+    """Build the Runner (distributed set-up first) and train."""
+    from mmengine.runner import Runner
+
+    from densevlm_mm.engine import (DataEpochHook, concise_runner_class, finish_distributed,
+                                    setup_distributed)
+    from densevlm_mm.registry import RUNNERS
+    from densevlm_mm.utils.checkpoint import CheckpointError
     try:
         setup_distributed(cfg, args.launcher)
     except ValueError as exc:
@@ -228,9 +238,11 @@ def main(argv=None):
     check_train_dataloader(runner, args.config)
     if load_from is not None:
         load_before_training(runner, load_from, strict)
-    runner.train()
+    try:
+        runner.train()
+    except CheckpointError as exc:  # load_from: a missing or unreadable file, other keys
+        fail(str(exc))
     finish_distributed()
-
 
 if __name__ == '__main__':
     main()

@@ -1,11 +1,11 @@
 """The images of a COCO annotation file, without annotations (DenseVLM's training set, spec §2)."""
-import json
 import os.path as osp
 from typing import List, Optional, Sequence
 
 import numpy as np
 
 from densevlm_mm.registry import DATASETS
+from densevlm_mm.utils.files import load_json_file
 
 from .image_folder import UnlabeledImageDataset
 
@@ -63,8 +63,7 @@ class CocoImageDataset(UnlabeledImageDataset):
         if not osp.isdir(img_dir or '.'):
             raise FileNotFoundError(f'{name}: image folder not found: {img_dir!r} '
                                     f'(data_prefix img of {self.ann_file!r})')
-        with open(self.ann_file) as f:
-            coco = json.load(f)
+        coco = load_json_file(self.ann_file, f'{name} annotation file')
         images = coco.get('images') if isinstance(coco, dict) else None
         if not images:
             raise ValueError(f'{name}: {self.ann_file!r} lists no "images"')

@@ -1,11 +1,11 @@
 """Images with pseudo-labelled proposals, for the RegionCLIP-style baseline (spec §2, §4.2)."""
-import json
 from collections import defaultdict
 from typing import List
 
 import numpy as np
 
 from densevlm_mm.registry import DATASETS
+from densevlm_mm.utils.files import load_json_file
 
 from .coco_images import CocoImageDataset
 
@@ -27,8 +27,7 @@ class CocoPseudoRegionDataset(CocoImageDataset):
 
     def load_data_list(self) -> List[dict]:
         images = super().load_data_list()
-        with open(self.ann_file) as f:
-            coco = json.load(f)
+        coco = load_json_file(self.ann_file, 'pseudo-region annotation file')
         cat_ids = sorted(c['id'] for c in coco.get('categories', []))
         if not cat_ids:
             raise ValueError(f'{self.ann_file!r} lists no "categories"')
@@ -43,6 +42,11 @@ class CocoPseudoRegionDataset(CocoImageDataset):
                 continue
             boxes = np.array([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
                                a['bbox'][1] + a['bbox'][3]] for a in anns], dtype=np.float32)
+            unknown = next((a for a in anns if a['category_id'] not in label_of), None)
+            if unknown is not None:
+                raise ValueError(f'{self.ann_file!r}: annotation {unknown.get("id")} of image '
+                                 f'{info["img_id"]} has category_id {unknown["category_id"]!r}, '
+                                 'which the file\'s "categories" do not list. Fix the file.')
             labels = np.array([label_of[a['category_id']] for a in anns], dtype=np.int64)
             data_list.append(dict(info, region_boxes=boxes, region_labels=labels))
         if not data_list:

@@ -13,8 +13,9 @@ the 65-class order.
 ``base_classes`` and ``novel_classes``; mmdet's ``OVCocoMetric`` reads the last two.
 """
 import copy
-import json
+import logging
 import os.path as osp
+from collections import Counter
 from typing import Dict, List, Optional, Sequence, Union
 
 from mmdet.datasets import CocoDataset, LVISV1Dataset
@@ -22,6 +23,8 @@ from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
 
 from densevlm_mm.registry import DATASETS
+from densevlm_mm.utils.files import json_errors_name_file, load_json_file
+from densevlm_mm.vocabulary import check_same_classes
 
 VOCAB_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'vocab_data')
 ClassList = Union[str, Sequence[str]]
@@ -36,13 +39,47 @@ def read_class_list(source: ClassList) -> List[str]:
     if not osp.isfile(path):
         raise FileNotFoundError(f'class list {source!r} is neither a JSON file nor a bundled '
                                 f'vocabulary in {VOCAB_DIR}')
-    with open(path) as f:
-        data = json.load(f)
+    data = load_json_file(path, 'class list')
     if isinstance(data, dict) and 'names' in data:
         data = data['names']
     if not isinstance(data, list):
         raise ValueError(f'class list {path!r} must be a JSON list of names')
     return [e['name'] if isinstance(e, dict) else str(e) for e in data]
+
+
+def check_annotation_categories(ann_file: str, data: dict, refuse: bool = True) -> None:
+    """Annotations whose category id the file's ``categories`` do not list: ``ValueError`` naming
+    the first one's annotation and image (``refuse``), else a log line counting them (mmdet
+    drops them; ``check_categories=False`` of the datasets, mmdet's behaviour said aloud)."""
+    known = {c['id'] for c in data.get('categories', [])}
+    unknown = [a for a in data.get('annotations', []) if a.get('category_id') not in known]
+    if not unknown:
+        return
+    first = unknown[0]
+    if refuse:
+        raise ValueError(
+            f'{ann_file!r}: annotation {first.get("id")} of image {first.get("image_id")} has '
+            f'category_id {first.get("category_id")!r}, which the file\'s "categories" do not '
+            f'list ({len(unknown)} such annotations; the annotations and the category list of the '
+            'file disagree). Fix the file, or use the original annotation file of the data set; '
+            'check_categories=False skips them (what mmdet does without a word).')
+    ids = sorted({str(a.get('category_id')) for a in unknown})
+    print_log(f'{ann_file}: skipped {len(unknown)} annotations whose category id is not in the '
+              f'file\'s categories ({", ".join(ids[:5])}{", ..." if len(ids) > 5 else ""})',
+              logger='current', level=logging.WARNING)
+
+
+def log_annotations_outside_classes(dataset, data: dict, used_ids: set) -> None:
+    """Count (and log) the annotations of the file's categories that ``classes`` leaves out: mmdet
+    skips them (OV-COCO's 65 of COCO's 80 categories)."""
+    names = {c['id']: c['name'] for c in data.get('categories', [])}
+    left = Counter(a['category_id'] for a in data.get('annotations', [])
+                   if a['category_id'] not in used_ids and a['category_id'] in names)
+    if left:
+        shown = ', '.join(f'{names[c]} ({n})' for c, n in left.most_common(5))
+        print_log(f'{type(dataset).__name__}: {sum(left.values())} annotations of {len(left)} '
+                  f'categories of {dataset.ann_file!r} that are not in `classes` are skipped: '
+                  f'{shown}{", ..." if len(left) > 5 else ""}', logger='current')
 
 
 def _check_split(classes: List[str], base: List[str], novel: List[str], what: str) -> None:
@@ -113,6 +150,8 @@ class OVCocoDataset(_OVSplitMixin, CocoDataset):
         classes: label order (a list, a JSON file or a bundled name; default ``'ovcoco_65_all'``).
         base_classes / novel_classes: the split (default ``'ovcoco_48_base'`` / the rest).
         filter_novel: drop novel-class annotations (``True`` for training sets).
+        check_categories: refuse annotations whose category id the file does not list
+            (``False``: skip and count them; mmdet skips them silently).
         **kwargs: :class:`mmdet.datasets.CocoDataset` arguments.
 
     Raises:
@@ -124,13 +163,17 @@ class OVCocoDataset(_OVSplitMixin, CocoDataset):
     def __init__(self, *args, classes: ClassList = 'ovcoco_65_all',
                  base_classes: ClassList = 'ovcoco_48_base',
                  novel_classes: Optional[ClassList] = 'ovcoco_17_novel',
-                 filter_novel: bool = False, metainfo: Optional[dict] = None, **kwargs) -> None:
+                 filter_novel: bool = False, metainfo: Optional[dict] = None,
+                 check_categories: bool = True, **kwargs) -> None:
+        self.check_categories = bool(check_categories)
         metainfo = self._init_split(classes, base_classes, novel_classes, filter_novel, metainfo)
         super().__init__(*args, metainfo=metainfo, **kwargs)
 
     def load_data_list(self) -> List[dict]:
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
-            self.coco = self.COCOAPI(local_path)
+            with json_errors_name_file(local_path):
+                self.coco = self.COCOAPI(local_path)
+        check_annotation_categories(self.ann_file, self.coco.dataset, self.check_categories)
         by_name: Dict[str, int] = {c['name']: c['id'] for c in self.coco.cats.values()}
         classes = list(self.metainfo['classes'])
         novel = set(self.metainfo['novel_classes'])
@@ -147,6 +190,7 @@ class OVCocoDataset(_OVSplitMixin, CocoDataset):
                              'by increasing id.')
         self.cat_ids = ids
         self.cat2label = {by_name[n]: classes.index(n) for n in present}
+        log_annotations_outside_classes(self, self.coco.dataset, set(ids))
         self.cat_img_map = copy.deepcopy(self.coco.cat_img_map)
         data_list, ann_ids_all = [], []
         for img_id in self.coco.get_img_ids():
@@ -172,26 +216,28 @@ class OVLVISDataset(_OVSplitMixin, LVISV1Dataset):
             and CLIPSelf's lists ``speaker_(stero_equipment)``); checked against the file.
         base_classes / novel_classes: default ``'ovlvis_866_base'`` / ``'ovlvis_337_novel_rare'``.
         filter_novel: drop rare-class annotations (training on ``lvis_v1_train.json``).
+        check_categories: as :class:`OVCocoDataset`'s.
         **kwargs: :class:`mmdet.datasets.LVISV1Dataset` arguments (needs the ``lvis`` package).
     """
 
     def __init__(self, *args, classes: ClassList = 'ovlvis_1203_all',
                  base_classes: ClassList = 'ovlvis_866_base',
                  novel_classes: Optional[ClassList] = 'ovlvis_337_novel_rare',
-                 filter_novel: bool = False, metainfo: Optional[dict] = None, **kwargs) -> None:
+                 filter_novel: bool = False, metainfo: Optional[dict] = None,
+                 check_categories: bool = True, **kwargs) -> None:
+        self.check_categories = bool(check_categories)
         metainfo = self._init_split(classes, base_classes, novel_classes, filter_novel, metainfo)
         super().__init__(*args, metainfo=metainfo, **kwargs)
 
     def load_data_list(self) -> List[dict]:
-        data_list = super().load_data_list()  # labels = rank of the category id in the file
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local_path:
-            with open(local_path) as f:
-                cats = sorted(json.load(f)['categories'], key=lambda c: c['id'])
-        names = [c['name'] for c in cats]
-        if names != list(self.metainfo['classes']):
-            bad = next((i for i, (a, b) in enumerate(zip(names, self.metainfo['classes']))
-                        if a != b), min(len(names), len(self.metainfo['classes'])))
-            raise ValueError(f'{self.ann_file!r}: its {len(names)} categories (by id) differ from '
-                             f'`classes` ({len(self.metainfo["classes"])}) first at label {bad}; '
-                             'use an LVIS v1 annotation file with all 1203 categories.')
+            with json_errors_name_file(local_path):
+                data_list = super().load_data_list()  # labels = rank of the category id
+            data = load_json_file(local_path, 'LVIS annotation file')
+        check_annotation_categories(self.ann_file, data, self.check_categories)
+        cats = sorted(data['categories'], key=lambda c: c['id'])
+        check_same_classes([c['name'] for c in cats], self.metainfo['classes'],
+                           'its categories (by id)', '`classes`',
+                           'use an LVIS v1 annotation file with all 1203 categories.',
+                           where=repr(self.ann_file))
         return self._drop_novel(data_list) if self.filter_novel else data_list

@@ -51,6 +51,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from densevlm_mm.registry import DATASETS
+from densevlm_mm.utils.files import parse_json
 from densevlm_mm.vocabulary import Vocabulary, load_vocabulary
 
 REGION_PROTOCOLS = ('ours', 'reference')
@@ -150,7 +151,8 @@ class PanopticRegionDataset(BaseDataset):
     def load_data_list(self) -> List[dict]:
         if not fileio.exists(self.ann_file, backend_args=self.backend_args):
             raise FileNotFoundError(f'panoptic annotation file not found: {self.ann_file!r}')
-        ann = fileio.load(self.ann_file, backend_args=self.backend_args)
+        ann = parse_json(fileio.get(self.ann_file, backend_args=self.backend_args),
+                         self.ann_file, 'panoptic annotation file')
         if not isinstance(ann, dict) or 'annotations' not in ann or 'images' not in ann:
             raise ValueError(f'{self.ann_file!r} is not a panoptic annotation file (needs "images", '
                              '"annotations" and "categories")')
@@ -173,8 +175,13 @@ class PanopticRegionDataset(BaseDataset):
                 raise ValueError(f'{self.ann_file!r}: annotation for unknown image id '
                                  f'{item["image_id"]}')
             seg_name = item.get('file_name') or osp.splitext(img['file_name'])[0] + '.png'
-            segments = []
+            segments, seen = [], set()
             for seg in item.get('segments_info', []):
+                if seg.get('id') in seen:
+                    raise ValueError(f'{self.ann_file!r}: segment id {seg.get("id")} is listed '
+                                     f'twice in the segments_info of image {item["image_id"]}; '
+                                     'each segment of a PNG has one entry. Fix the json.')
+                seen.add(seg.get('id'))
                 cid = int(seg['category_id'])
                 if cid not in cat2label:
                     raise ValueError(f'{self.ann_file!r}: segment {seg.get("id")} of image '

@@ -35,6 +35,7 @@ from mmengine.logging import print_log
 from torch.utils.data import IterableDataset, get_worker_info
 
 from densevlm_mm.registry import DATASETS
+from densevlm_mm.utils.files import load_json_file
 
 if __name__ == '__main__':
     # `python -m densevlm_mm.datasets.sa1b`: the package import above already defined and
@@ -223,8 +224,7 @@ class SA1BShardDataset(IterableDataset):
             else:
                 index = spec
                 if isinstance(spec, str):
-                    with open(spec) as f:
-                        index = json.load(f)
+                    index = load_json_file(spec, 'SA-1B shard index (num_samples)')
                 missing = [p for p in self.shards if osp.basename(p) not in index]
                 if missing:
                     raise KeyError(f'SA1BShardDataset: num_samples index lacks {len(missing)} '

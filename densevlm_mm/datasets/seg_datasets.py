@@ -37,6 +37,9 @@ from mmcv.transforms import BaseTransform
 from mmseg.datasets import BaseSegDataset
 
 from densevlm_mm.registry import DATASETS, TRANSFORMS
+from densevlm_mm.utils.files import read_text_file
+
+from .transforms.seg_labels import apply_label_map, check_label_map
 
 WIDE_IGNORE_INDEX = 65535
 _VOCAB_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'vocab_data')
@@ -61,8 +64,8 @@ def read_class_names(path: str, expected: Optional[int] = None) -> List[str]:
             f'class-name file not found: {path!r}. PASCAL-Context-459 needs the labels.txt of the '
             'PASCAL-Context full release (459 lines "<id>: <name>") under the data root, or pass '
             'class_file=<file with one name per line>.')
-    with open(path) as f:
-        lines = [ln.strip() for ln in f if ln.strip()]
+    lines = [ln.strip() for ln in read_text_file(path, 'class-name file').splitlines()
+             if ln.strip()]
     numbered = [re.match(r'^(\d+)\s*:\s*(.+)$', ln) for ln in lines]
     if lines and all(numbered):
         by_id = {}
@@ -88,30 +91,36 @@ class LoadWideSegAnnotations(BaseTransform):
 
     The replacement of mmseg's ``LoadAnnotations`` (which casts to uint8) for datasets with more
     than 255 classes. Applies the dataset's ``label_map``; ``reduce_zero_label`` is refused (the
-    detectron2 files are already 0-based).
+    detectron2 files are already 0-based). The map is checked when loaded (:func:`check_label_map`):
+    one channel, the size of its image (``ori_shape``), labels below ``num_classes`` or 65535.
+
+    Args:
+        num_classes: the dataset's class count (847, 459); ``None``: no value check.
+        check_labels: ``False`` skips the value check (mmseg's ``IoUMetric`` then leaves labels
+            outside the classes out of the ground truth).
+        backend_args: mmengine file backend arguments.
 
     Added keys: ``gt_seg_map`` (int64 ``[H, W]``), ``seg_fields``.
     """
 
-    def __init__(self, backend_args: Optional[dict] = None) -> None:
+    def __init__(self, num_classes: Optional[int] = None, check_labels: bool = True,
+                 backend_args: Optional[dict] = None) -> None:
+        self.num_classes = num_classes
+        self.check_labels = bool(check_labels)
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> dict:
         if results.get('reduce_zero_label', False):
             raise ValueError('LoadWideSegAnnotations: reduce_zero_label=True is not supported; the '
                              'wide-label files are 0-based with 65535 = ignore')
-        data = fileio.get(results['seg_map_path'], backend_args=self.backend_args)
+        path = results['seg_map_path']
+        data = fileio.get(path, backend_args=self.backend_args)
         seg = mmcv.imfrombytes(data, flag='unchanged', backend='pillow').squeeze()
-        if seg.ndim != 2:
-            raise ValueError(f'{results["seg_map_path"]!r}: expected a single-channel label map, '
-                             f'got shape {seg.shape}')
-        seg = seg.astype(np.int64)
-        label_map = results.get('label_map')
-        if label_map:
-            out = seg.copy()
-            for old, new in label_map.items():
-                out[seg == old] = new
-            seg = out
+        check_label_map(seg, path, results.get('ori_shape'))
+        seg = apply_label_map(seg.astype(np.int64), results.get('label_map'))
+        if self.check_labels:
+            check_label_map(seg, path, num_classes=self.num_classes,
+                            ignore_index=WIDE_IGNORE_INDEX)
         results['gt_seg_map'] = seg
         results.setdefault('seg_fields', []).append('gt_seg_map')
         return results

@@ -16,7 +16,7 @@ import os.path as osp
 import pickle
 import warnings
 import zipfile
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -216,32 +216,74 @@ def describe_keys(keys: Sequence[str], n: int = 5) -> str:
     return f'{len(keys)} (first: {keys[:n]})' if keys else '0'
 
 
+def shape_mismatches(target: Mapping, state_dict: Mapping) -> Dict[str, str]:
+    """``{key: '[a, b] in the checkpoint vs [c, d] in the model'}`` for every key both state dicts
+    hold with different shapes (``load_state_dict`` would raise a bare size-mismatch error)."""
+    out = {}
+    for key, value in state_dict.items():
+        own = target.get(key)
+        if torch.is_tensor(value) and torch.is_tensor(own) and value.shape != own.shape:
+            out[key] = f'{list(value.shape)} in the checkpoint vs {list(own.shape)} in the model'
+    return out
+
+
+def load_and_account(module: nn.Module, state_dict: Mapping) -> Tuple[Dict, object]:
+    """``module.load_state_dict(strict=False)`` without its size-mismatch error.
+
+    Keys whose shapes differ from the module's are left out of the load (they stay as initialised)
+    and listed with their shapes; missing / unexpected keys are those of ``load_state_dict``
+    (load hooks included).
+
+    Returns:
+        ``(dict(missing=[...], unexpected=[...], shape_mismatch=['key: [..] in the checkpoint vs
+        [..] in the model', ...]), result)``, ``result`` being ``load_state_dict``'s
+        ``_IncompatibleKeys``.
+    """
+    shapes = shape_mismatches(module.state_dict(), state_dict)
+    result = module.load_state_dict({k: v for k, v in state_dict.items() if k not in shapes},
+                                    strict=False)
+    return dict(missing=[k for k in result.missing_keys if k not in shapes],
+                unexpected=list(result.unexpected_keys),
+                shape_mismatch=[f'{k}: {v}' for k, v in shapes.items()]), result
+
+
+def describe_account(account: Mapping[str, List[str]]) -> str:
+    """``'2 (first: [...]) missing keys; 1 (first: [...]) tensors of another shape'`` (empty
+    when everything matched)."""
+    parts = []
+    if account.get('missing'):
+        parts.append(f'{describe_keys(account["missing"])} missing keys')
+    if account.get('unexpected'):
+        parts.append(f'{describe_keys(account["unexpected"])} unexpected keys')
+    if account.get('shape_mismatch'):
+        parts.append(f'{describe_keys(account["shape_mismatch"], n=3)} tensors of another shape')
+    return '; '.join(parts)
+
+
 def load_state_dict_reported(module: nn.Module,
                              state_dict: Mapping,
                              strict: bool = True,
                              name: Optional[str] = None,
                              hint: Optional[str] = None) -> nn.modules.module._IncompatibleKeys:
-    """``module.load_state_dict`` that names missing / unexpected keys.
+    """``module.load_state_dict`` that names missing / unexpected keys and shape mismatches.
 
     Args:
         module: target.
         state_dict: weights.
-        strict: raise on any missing or unexpected key (else log them).
+        strict: raise on any missing or unexpected key or other shape (else log them; tensors of
+            another shape are not loaded).
         name: what is loaded from where, for the message (e.g. ``"EVA02-B-16 from 'x.pt'"``).
         hint: the fix to suggest; default: check the model name or convert the file.
 
     Raises:
-        CheckpointError: with ``strict=True`` when any key is missing or unexpected.
+        CheckpointError: with ``strict=True`` when any key is missing or unexpected, or a tensor
+            has another shape.
     """
-    result = module.load_state_dict(state_dict, strict=False)
+    account, result = load_and_account(module, state_dict)
     what = name or type(module).__name__
-    problems = []
-    if result.missing_keys:
-        problems.append(f'{describe_keys(result.missing_keys)} missing keys')
-    if result.unexpected_keys:
-        problems.append(f'{describe_keys(result.unexpected_keys)} unexpected keys')
+    problems = describe_account(account)
     if problems:
-        msg = f'loading weights into {what}: ' + '; '.join(problems)
+        msg = f'loading weights into {what}: ' + problems
         if strict:
             raise CheckpointError(msg + '. ' + (hint or 'Check that the checkpoint matches the '
                                                 'model name, or convert it with '
@@ -264,22 +306,23 @@ def load_model_checkpoint(model: nn.Module,
     Args:
         model: the built model (e.g. ``runner.model``; a DDP wrapper is unwrapped).
         path: checkpoint file (``work_dirs/<exp>/epoch_N.pth``, ``.pt``, ``.safetensors``).
-        strict: raise when any key is missing or unexpected; ``False`` loads the matching keys
-            and logs the rest.
+        strict: raise when any key is missing or unexpected or a tensor has another shape;
+            ``False`` loads the matching keys and logs the rest.
         prefix_map: key renaming applied first, ``{old_prefix: new_prefix}``, longest prefix
             first; a ``None`` value drops the keys with that prefix. E.g. ``{'backbone.':
             'backbone.clip.'}`` or ``{'target_generator.': None}``.
         map_location: device for the tensors.
 
     Returns:
-        ``dict(missing=[...], unexpected=[...])`` key lists (empty when everything matched).
+        ``dict(missing=[...], unexpected=[...])`` key lists (empty when everything matched), plus
+        ``shape_mismatch=[...]`` when some tensor has another shape (not loaded).
 
     Raises:
         FileNotFoundError / IsADirectoryError / CheckpointError: unreadable file
             (:func:`read_checkpoint`).
-        CheckpointError: ``strict`` and keys do not match; the message names the file, the
-            model class, the missing / unexpected keys (first few + counts) and the fix
-            (``--no-strict`` / ``strict=False``, or ``prefix_map``).
+        CheckpointError: ``strict`` and keys or shapes do not match; the message names the file,
+            the model class, the missing / unexpected / other-shape keys (first few + counts) and
+            the fix (``--no-strict`` / ``strict=False``, or ``prefix_map``).
     """
     target = getattr(model, 'module', model)
     if not isinstance(target, nn.Module):
@@ -287,16 +330,10 @@ def load_model_checkpoint(model: nn.Module,
     state_dict = load_checkpoint_file(path, map_location=map_location)
     if prefix_map:
         state_dict = rename_prefixes(state_dict, prefix_map)
-    result = target.load_state_dict(state_dict, strict=False)
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f'{describe_keys(missing)} missing keys')
-        if unexpected:
-            parts.append(f'{describe_keys(unexpected)} unexpected keys')
-        msg = (f'checkpoint {path!r} does not match {type(target).__name__}: '
-               + '; '.join(parts))
+    account, _ = load_and_account(target, state_dict)
+    problems = describe_account(account)
+    if problems:
+        msg = f'checkpoint {path!r} does not match {type(target).__name__}: ' + problems
         if strict:
             raise CheckpointError(
                 msg + '. Check that the config builds the model the checkpoint was trained with; '
@@ -307,7 +344,23 @@ def load_model_checkpoint(model: nn.Module,
     else:
         print_log(f'loaded {len(state_dict)} tensors from {path!r} into '
                   f'{type(target).__name__}', logger='current')
-    return dict(missing=missing, unexpected=unexpected)
+    if not account['shape_mismatch']:
+        del account['shape_mismatch']
+    return account
+
+
+def load_weights_strictly(model: nn.Module, path: str, strict: bool = True) -> Dict[str, List[str]]:
+    """The checkpoint loading of the tools (``tools/train.py``'s ``load_from``, ``tools/test.py``'s
+    CHECKPOINT): :func:`load_model_checkpoint`, with every failure — a missing, unreadable or
+    unsafe file, keys or shapes that do not match — raised as one :class:`CheckpointError` whose
+    message names the file and the fix (a tool prints it and exits with status 1).
+    """
+    try:
+        return load_model_checkpoint(model, path, strict=strict)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def rename_prefixes(state_dict: Mapping, prefix_map: Mapping[str, Optional[str]]) -> Dict:
@@ -362,5 +415,6 @@ def _history_buffer_getattr(obj, name):
 
 __all__ = ['CheckpointError', 'read_checkpoint', 'is_torchscript_archive', 'drop_jit_scalars',
            'JIT_SCALAR_KEYS', 'load_checkpoint_file', 'unwrap_state_dict',
-           'load_state_dict_reported', 'load_model_checkpoint', 'rename_prefixes',
-           'describe_keys', 'allow_mmengine_checkpoint_meta']
+           'load_state_dict_reported', 'load_model_checkpoint', 'load_weights_strictly',
+           'rename_prefixes', 'describe_keys', 'shape_mismatches', 'load_and_account',
+           'describe_account', 'allow_mmengine_checkpoint_meta']

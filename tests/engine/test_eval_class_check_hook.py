@@ -15,7 +15,10 @@ def test_matching_classes_pass_and_mismatches_fail_before_inference():
     hook = EvalClassCheckHook()
     hook.before_val(_runner(['cat', 'sky'], ('cat', 'sky')))
     hook.before_test(_runner(None, ('cat', 'sky')))  # no eval embeddings: nothing to check
-    with pytest.raises(ValueError, match='2 classes but the test dataset has 3'):
+    with pytest.raises(ValueError, match=r"class 2 is missing in the evaluation text embeddings "
+                       r"but 'road' in the test dataset \(2 classes in the evaluation text "
+                       r"embeddings, 3 in the test dataset\); the rows must follow"):
         hook.before_test(_runner(['cat', 'sky'], ['cat', 'sky', 'road']))
-    with pytest.raises(ValueError, match="class 1 .* 'sky' but the validation dataset has 'sea'"):
+    with pytest.raises(ValueError, match="class 1 is 'sky' in the evaluation text embeddings but "
+                                         "'sea' in the validation dataset"):
         hook.before_val(_runner(['cat', 'sky'], ['cat', 'sea']))

@@ -79,7 +79,7 @@ def test_vocabulary_and_num_classes_must_agree(tmp_path):
     model_cfg.text_encoder.vocabulary = cfg.classes[1:] + cfg.classes[:1]
     runner = SimpleNamespace(model=MODELS.build(model_cfg), val_dataloader=SimpleNamespace(
         dataset=SimpleNamespace(metainfo=dict(classes=cfg.classes))))
-    with pytest.raises(ValueError, match="class 0 of the evaluation text embeddings is 'car'"):
+    with pytest.raises(ValueError, match="class 0 is 'car' in the evaluation text embeddings"):
         EvalClassCheckHook().before_val(runner)
     assert dict(type='densevlm_mm.EvalClassCheckHook') in cfg.custom_hooks
 

@@ -4,7 +4,9 @@
 
 IN is read safely (``weights_only=True`` / safetensors; ``state_dict``/``model`` wrappers and a
 ``module.`` prefix are removed). OUT is a plain state dict (``.safetensors`` by extension). With
-``--check-model`` the result is loaded strictly into a randomly initialised open_clip model.
+``--check-model`` the result is first loaded strictly into a randomly initialised open_clip model of
+that name; when it does not fit (missing / unexpected keys, tensors of another shape), nothing is
+written.
 """
 import argparse
 import sys
@@ -27,16 +29,23 @@ def main() -> int:
     for key in unmapped:
         print(f'unmapped: {key}', file=sys.stderr)
     new_sd = {k: v.contiguous() for k, v in new_sd.items()}
+    if args.check_model:  # before writing: a failed check leaves no output file
+        from densevlm_mm.models.clip_factory import build_clip_model, load_clip_weights
+        from densevlm_mm.utils.checkpoint import CheckpointError
+        try:
+            load_clip_weights(build_clip_model(args.check_model), args.src, state_dict=new_sd)
+        except CheckpointError as exc:
+            print(f'eva_clip_to_open_clip.py: error: {exc}\nnothing written to {args.dst}; pass '
+                  f'the --check-model of the checkpoint (e.g. EVA02-L-14-336 for an L/14 file at '
+                  '336 px).', file=sys.stderr)
+            return 1
+        print(f'the result loads strictly into {args.check_model}')
     if args.dst.endswith('.safetensors'):
         from safetensors.torch import save_file
         save_file(new_sd, args.dst)
     else:
         torch.save(new_sd, args.dst)
     print(f'wrote {len(new_sd)} tensors to {args.dst} ({len(unmapped)} unmapped)')
-    if args.check_model:
-        from densevlm_mm.models.clip_factory import create_clip
-        create_clip(args.check_model, pretrained=args.dst)
-        print(f'{args.dst} loads strictly into {args.check_model}')
     return 1 if unmapped else 0
 
 

@@ -6,14 +6,16 @@
 IN is read safely (``weights_only=True`` / safetensors; ``state_dict`` wrapper and ``module.``
 removed). Every key is renamed, dropped with a reason, or reported unmapped (exit status 1 unless
 ``--allow-unmapped``); the key mapping is in ``densevlm_mm/models/detectors/mmdet2_converter.py``.
-With ``--config`` (an F-ViT config of ``configs/fvit/``) the result is loaded strictly into the
-model built from it (missing / unexpected keys are listed). Then evaluate with
+A checkpoint without RPN / RoI-head keys (a CLIP or DenseVLM image tower, or one already converted)
+is refused. With ``--config`` (an F-ViT config of ``configs/fvit/``) the result is loaded strictly
+into the model built from it (missing / unexpected keys and tensors of another shape are listed).
+Nothing is written when a check fails. Then evaluate with
 ``python tools/test.py CFG OUT.pth``: use ``background='embedding'`` in the box head (the released
 heads have the text ``background`` column) and the reference's ImageNet pixel statistics.
 """
 import argparse
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -26,6 +28,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='write the result even when some keys have no mapping')
     parser.add_argument('--verbose', action='store_true', help='list every renamed key')
     return parser.parse_args(argv)
+
+
+def not_an_fvit_checkpoint(state: Dict, report: Dict) -> Optional[str]:
+    """Why ``state`` is no mmdet-2.x F-ViT checkpoint (``None`` when it is one): a detector has
+    its RPN and RoI heads; a CLIP or DenseVLM image tower has only ``backbone.visual.*`` keys
+    (every one of them is "renamed", so the conversion would report 0 unmapped keys)."""
+    if any(k.startswith('neck.0.upsample') for k in state):
+        return ('is already in this package\'s mmdet 3.x layout (neck.0.upsample_*): use it as it '
+                'is (tools/test.py CONFIG CHECKPOINT)')
+    if any(k.startswith(('rpn_head.', 'roi_head.')) for k in report['renamed']):
+        return None
+    tower = sum(k.startswith(('backbone.visual.', 'visual.')) for k in state)
+    return (f'is not an F-ViT checkpoint: none of its {len(state)} keys belongs to an rpn_head or '
+            f'roi_head ({tower} are image-tower keys). A CLIP / DenseVLM image tower is the '
+            'backbone\'s `pretrained` weights of an F-ViT config (configs/fvit/), not a detector '
+            'to convert')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -46,6 +64,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'unmapped: {key}', file=sys.stderr)
     print(f'{len(state)} keys: {len(report["renamed"])} renamed, {len(report["dropped"])} dropped, '
           f'{len(report["unmapped"])} unmapped')
+    not_fvit = not_an_fvit_checkpoint(state, report)
+    if not_fvit:
+        print(f'fvit_mmdet2_to_mmdet3.py: error: {args.src!r} {not_fvit}; nothing written to '
+              f'{args.dst}.', file=sys.stderr)
+        return 1
     if report['unmapped'] and not args.allow_unmapped:
         print('refusing to write a partial conversion (pass --allow-unmapped to write anyway)',
               file=sys.stderr)
@@ -55,14 +78,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         from mmengine.registry import MODELS
 
         from densevlm_mm.utils import register_all_modules
+        from densevlm_mm.utils.checkpoint import describe_account, load_and_account
         register_all_modules()
         cfg = Config.fromfile(args.config)
         cfg.model.backbone.pretrained = None  # weights come from the converted file
-        model = MODELS.build(cfg.model)
-        result = model.load_state_dict(new_sd, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            print(f'does not load into {args.config}: missing {result.missing_keys[:10]}, '
-                  f'unexpected {result.unexpected_keys[:10]}', file=sys.stderr)
+        problems = describe_account(load_and_account(MODELS.build(cfg.model), new_sd)[0])
+        if problems:
+            print(f'fvit_mmdet2_to_mmdet3.py: error: the conversion of {args.src!r} does not load '
+                  f'into the model of {args.config}: {problems}; nothing written to {args.dst}. '
+                  'Check that the config matches the checkpoint (backbone model_name, number of '
+                  'classes of its text embeddings).', file=sys.stderr)
             return 1
         print(f'loads strictly into the model of {args.config}')
     new_sd = {k: v.contiguous() for k, v in new_sd.items()}

@@ -12,8 +12,8 @@ CLIPSelf, DenseVLM reference code, F-ViT). IN may be
   checkpoint the run started from, in either layout) to get a complete CLIP checkpoint.
 
 Every key is accounted for: a ``visual.*`` key without a vendored counterpart is printed and the
-exit status is 1. With ``--check-model`` the output is converted back and loaded strictly into a
-randomly initialised open_clip model of that name.
+exit status is 1. With ``--check-model`` the output is first converted back and loaded strictly
+into a randomly initialised open_clip model of that name; when it does not fit, nothing is written.
 """
 import argparse
 import os.path as osp
@@ -69,16 +69,22 @@ def main(argv=None) -> int:
     for key in unmapped:
         print(f'unmapped: {key}', file=sys.stderr)
     new_sd = {k: v.contiguous() for k, v in new_sd.items()}
+    if args.check_model and not unmapped:  # before writing: a failed check leaves no output
+        from densevlm_mm.models.clip_factory import build_clip_model, load_clip_weights
+        from densevlm_mm.utils.checkpoint import CheckpointError
+        try:  # converted back on load, strict
+            load_clip_weights(build_clip_model(args.check_model), args.src, state_dict=new_sd)
+        except CheckpointError as exc:
+            print(f'open_clip_to_eva_clip.py: error: {exc}\nnothing written to {args.dst}; pass '
+                  'the --check-model the checkpoint was made for.', file=sys.stderr)
+            return 1
+        print(f'the result converts back and loads strictly into {args.check_model}')
     if args.dst.endswith('.safetensors'):
         from safetensors.torch import save_file
         save_file(new_sd, args.dst)
     else:
         torch.save(new_sd, args.dst)
     print(f'wrote {len(new_sd)} tensors to {args.dst} ({len(unmapped)} unmapped)')
-    if args.check_model and not unmapped:
-        from densevlm_mm.models.clip_factory import create_clip
-        create_clip(args.check_model, pretrained=args.dst)  # converted back on load, strict
-        print(f'{args.dst} converts back and loads strictly into {args.check_model}')
     return 1 if unmapped else 0
 
 

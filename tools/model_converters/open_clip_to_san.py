@@ -12,8 +12,9 @@ writes for the same file. DST: a plain state dict with SAN's ``image_encoder.* /
 decode_head.rec_with_attnbias.* / text_encoder.*`` keys, the ``pretrained`` file of
 ``configs/san/``. ``--split``: image blocks kept in SAN's image encoder (default 9 for 12-block, 18
 for 24-block towers, as mmseg's SAN configs). ``--config``: build that SAN config's model and
-require every CLIP-holding key to be provided with the right shape. Exit status 1 when a source key
-is unmapped or the config check fails.
+require every CLIP-holding key to be provided with the right shape (checked before DST is written:
+a failed check writes nothing). Exit status 1 when a source key is unmapped or the config check
+fails.
 """
 import argparse
 import sys
@@ -60,15 +61,13 @@ def main(argv=None) -> int:
     converted, unmapped = convert_open_clip_to_san(clip, visual_split=split)
     for key in unmapped:
         print(f'unmapped: {key}', file=sys.stderr)
-    torch.save({k: v.contiguous() for k, v in converted.items()}, args.dst)
-    print(f'image tower from {source!r} ({depth} blocks, split {split}); wrote {len(converted)} '
-          f'tensors to {args.dst} ({len(unmapped)} unmapped)')
     status = 1 if unmapped else 0
-    if args.config:
+    if args.config:  # before writing: a failed check leaves no output file
         from mmengine.config import Config
         from mmengine.registry import init_default_scope
         from mmseg.registry import MODELS
         from mmseg.utils import register_all_modules
+
         cfg = Config.fromfile(args.config)
         register_all_modules(init_default_scope=False)
         init_default_scope(cfg.get('default_scope', 'mmseg'))
@@ -79,9 +78,15 @@ def main(argv=None) -> int:
             for key in keys:
                 print(f'{what}: {key}', file=sys.stderr)
         if any(report.values()):
-            status = 1
-        else:
-            print(f'every CLIP key of {args.config} is provided with its shape')
+            print(f'open_clip_to_san.py: error: the conversion of {args.src!r} does not fit the '
+                  f'model of {args.config} (listed above); nothing written to {args.dst}. Check '
+                  'that the config names the CLIP model of the checkpoint (width, depth, patch '
+                  'size) and --split.', file=sys.stderr)
+            return 1
+        print(f'every CLIP key of {args.config} is provided with its shape')
+    torch.save({k: v.contiguous() for k, v in converted.items()}, args.dst)
+    print(f'image tower from {source!r} ({depth} blocks, split {split}); wrote {len(converted)} '
+          f'tensors to {args.dst} ({len(unmapped)} unmapped)')
     return status
 
 

@@ -8,7 +8,8 @@ data_root = 'data/ade/ADEChallengeData2016'
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeShortestEdge', scale=640, max_size=2560),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    # mmseg's LoadAnnotations + checks: one channel, the image's size, labels 0..149 or 255
+    dict(type='densevlm_mm.LoadCheckedSegAnnotations', num_classes=150),
     dict(type='PackSegInputs')
 ]
 val_dataloader = dict(

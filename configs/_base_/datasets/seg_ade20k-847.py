@@ -9,7 +9,7 @@ data_root = 'data/ADE20K_2021_17_01'
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeShortestEdge', scale=640, max_size=2560),
-    dict(type='densevlm_mm.LoadWideSegAnnotations'),
+    dict(type='densevlm_mm.LoadWideSegAnnotations', num_classes=847),
     dict(type='PackSegInputs')
 ]
 val_dataloader = dict(

@@ -4,12 +4,14 @@
 #   data/coco_stuff164k/images/{train2017,val2017}/*.jpg
 #   data/coco_stuff164k/annotations/{train2017,val2017}/*_labelTrainIds.png   (0..170, 255 = ignore)
 # Children set crop_size and override train_pipeline / test_pipeline where their recipe differs.
+# LoadCheckedSegAnnotations is mmseg's LoadAnnotations plus checks when a map is loaded: one
+# channel, the image's size, labels 0..170 or 255 (check_labels=False: mmseg's behaviour).
 dataset_type = 'COCOStuffDataset'
 data_root = 'data/coco_stuff164k'
 crop_size = (640, 640)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='densevlm_mm.LoadCheckedSegAnnotations', num_classes=171),
     dict(type='RandomChoiceResize', scales=[int(640 * x * 0.1) for x in range(5, 16)],
          resize_type='ResizeShortestEdge', max_size=2560),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=1.0),
@@ -20,7 +22,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeShortestEdge', scale=640, max_size=2560),
-    dict(type='LoadAnnotations'),
+    dict(type='densevlm_mm.LoadCheckedSegAnnotations', num_classes=171),
     dict(type='PackSegInputs')
 ]
 train_dataloader = dict(

@@ -11,7 +11,7 @@ data_root = 'data/VOCdevkit/VOC2010/'
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeShortestEdge', scale=640, max_size=2560),
-    dict(type='densevlm_mm.LoadWideSegAnnotations'),
+    dict(type='densevlm_mm.LoadWideSegAnnotations', num_classes=459),
     dict(type='PackSegInputs')
 ]
 val_dataloader = dict(

@@ -8,7 +8,8 @@ data_root = 'data/VOCdevkit/VOC2010/'
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeShortestEdge', scale=640, max_size=2560),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    # mmseg's LoadAnnotations + checks: one channel, the image's size, labels 0..58 or 255
+    dict(type='densevlm_mm.LoadCheckedSegAnnotations', num_classes=59),
     dict(type='PackSegInputs')
 ]
 val_dataloader = dict(

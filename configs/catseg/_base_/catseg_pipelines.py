@@ -4,7 +4,7 @@
 catseg_crop_size = (384, 384)
 catseg_train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='densevlm_mm.LoadCheckedSegAnnotations', num_classes=171),  # COCO-Stuff
     dict(type='ResizeShortestEdge', scale=384, max_size=1333),  # detectron2's MAX_SIZE_TRAIN
     dict(type='RandomCrop', crop_size=catseg_crop_size, cat_max_ratio=1.0),
     dict(type='PhotoMetricDistortion'),

@@ -81,6 +81,11 @@ class LoadPanopticRegions(BaseTransform):
     ``min_size²`` or above ``max_size²`` (original pixels), when its mask is empty (the id does not
     occur in the PNG), or, with ``skip_crowd``, when it is a crowd segment (the reference keeps crowds).
 
+    The PNG's segment ids must be those of ``segments_info`` (0 = void): an id in the PNG that the
+    json does not list raises ``ValueError`` naming the image id and the PNG, as COCO's
+    ``panopticapi`` evaluation does (checked once per image, when its PNG is read);
+    ``check_png_ids=False`` leaves such pixels unlabelled, as the DenseVLM reference does.
+
     Args:
         max_regions: cap on the segments considered per image (reference: 100).
         min_size / max_size: box-area bounds, as side lengths (8 and 1024).
@@ -88,6 +93,7 @@ class LoadPanopticRegions(BaseTransform):
             on for samples of ``region_protocol='reference'`` (set by the panoptic datasets).
         skip_crowd: drop ``iscrowd=1`` segments.
         with_masks: also produce ``region_masks``.
+        check_png_ids: refuse PNG segment ids missing from ``segments_info`` (see above).
         category_ids: sorted category ids of the dataset, used when a segment has no ``label`` key.
         thing_category_ids: ids of thing categories, used when a segment has no ``isthing`` key.
         backend_args: mmengine file backend arguments.
@@ -104,6 +110,7 @@ class LoadPanopticRegions(BaseTransform):
                  reference_stuff_box: bool = False,
                  skip_crowd: bool = False,
                  with_masks: bool = True,
+                 check_png_ids: bool = True,
                  category_ids: Optional[Sequence[int]] = None,
                  thing_category_ids: Optional[Sequence[int]] = None,
                  backend_args: Optional[dict] = None) -> None:
@@ -115,6 +122,7 @@ class LoadPanopticRegions(BaseTransform):
         self.reference_stuff_box = bool(reference_stuff_box)
         self.skip_crowd = bool(skip_crowd)
         self.with_masks = bool(with_masks)
+        self.check_png_ids = bool(check_png_ids)
         self.cat2label = (None if category_ids is None else
                           {int(c): i for i, c in enumerate(sorted(int(c) for c in category_ids))})
         self.thing_ids = None if thing_category_ids is None else {int(c) for c in thing_category_ids}
@@ -141,6 +149,20 @@ class LoadPanopticRegions(BaseTransform):
                            'dataset or pass thing_category_ids to LoadPanopticRegions')
         return int(seg['category_id']) in self.thing_ids
 
+    @staticmethod
+    def _check_png_ids(ids: np.ndarray, results: Dict, seg_path: str) -> None:
+        listed = {int(seg['id']) for seg in results.get('segments_info') or []}
+        present, counts = np.unique(ids, return_counts=True)
+        unlisted = [(int(i), int(c)) for i, c in zip(present, counts) if i != 0 and i not in listed]
+        if unlisted:
+            shown = ', '.join(f'{i} ({c} px)' for i, c in unlisted[:5])
+            raise ValueError(
+                f'panoptic PNG {seg_path!r} (image id {results.get("img_id")}) has segment ids '
+                f'that its segments_info does not list: {shown}{" ..." if len(unlisted) > 5 else ""}'
+                '. The PNG and the json disagree (COCO\'s panoptic evaluation refuses them too): '
+                'use the PNGs written with this json. To leave such pixels unlabelled, as the '
+                'DenseVLM reference does, set LoadPanopticRegions(check_png_ids=False).')
+
     def transform(self, results: Dict) -> Dict:
         img_path = results['img_path']
         seg_path = results.get('seg_map_path')
@@ -152,6 +174,8 @@ class LoadPanopticRegions(BaseTransform):
         if ids.shape != (h, w):
             raise ValueError(f'panoptic PNG {seg_path!r} is {ids.shape[1]}x{ids.shape[0]} but image '
                              f'{img_path!r} is {w}x{h}')
+        if self.check_png_ids:
+            self._check_png_ids(ids, results, seg_path)
 
         reference_box = self.reference_stuff_box or results.get('region_protocol') == 'reference'
         boxes: List[List[float]] = []
@@ -203,4 +227,4 @@ class LoadPanopticRegions(BaseTransform):
         return (f'{type(self).__name__}(max_regions={self.max_regions}, '
                 f'min_area={self.min_area}, max_area={self.max_area}, '
                 f'reference_stuff_box={self.reference_stuff_box}, skip_crowd={self.skip_crowd}, '
-                f'with_masks={self.with_masks})')
+                f'with_masks={self.with_masks}, check_png_ids={self.check_png_ids})')

@@ -5,21 +5,15 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from densevlm_mm.registry import HOOKS
+from densevlm_mm.vocabulary import check_same_classes
 
 
 def check_class_names(model_names: Optional[List[str]], dataset_names, what: str) -> None:
     """Raise ``ValueError`` naming the first difference between two class lists."""
-    if model_names is None or dataset_names is None:
-        return
-    dataset_names = list(dataset_names)
-    if len(model_names) != len(dataset_names):
-        raise ValueError(f'the evaluation text embeddings have {len(model_names)} classes but the '
-                         f'{what} dataset has {len(dataset_names)}; generate them for its '
-                         'category list (tools/text_embeddings.py).')
-    for i, (a, b) in enumerate(zip(model_names, dataset_names)):
-        if a != b:
-            raise ValueError(f'class {i} of the evaluation text embeddings is {a!r} but the {what} '
-                             f'dataset has {b!r}: rows must follow the dataset\'s category order.')
+    check_same_classes(model_names, dataset_names, 'the evaluation text embeddings',
+                       f'the {what} dataset',
+                       "the rows must follow the dataset's category order: generate them for its "
+                       'category list (tools/text_embeddings.py).')
 
 
 @HOOKS.register_module()

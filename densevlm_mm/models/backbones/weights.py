@@ -20,7 +20,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from densevlm_mm.utils.checkpoint import CheckpointError, describe_keys, load_checkpoint_file
+from densevlm_mm.utils.checkpoint import (CheckpointError, describe_account, load_and_account,
+                                          load_checkpoint_file)
 
 from .eva_converter import convert_eva_clip_state_dict
 from .factory import prepare_clip_state_dict
@@ -120,16 +121,11 @@ def load_image_tower(visual: nn.Module, path: str, model_name: str = '?',
         state_dict = load_checkpoint_file(path)
     tower, source, ignored = image_tower_state_dict(state_dict, path, prefix, is_eva)
     tower = prepare_clip_state_dict(visual, tower)
-    result = visual.load_state_dict(tower, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        parts = []
-        if result.missing_keys:
-            parts.append(f'{describe_keys(result.missing_keys)} missing keys')
-        if result.unexpected_keys:
-            parts.append(f'{describe_keys(result.unexpected_keys)} unexpected keys')
+    problems = describe_account(load_and_account(visual, tower)[0])
+    if problems:
         raise CheckpointError(
             f'checkpoint {path!r} ({source}) does not fit the image tower of {model_name!r}: '
-            + '; '.join(parts) + '. Fix: pass the model_name the checkpoint was made for (a '
+            + problems + '. Fix: pass the model_name the checkpoint was made for (a '
             'DenseVLM work dir: the student model_name of its config; an EVA-CLIP release: the '
             'matching EVA02-* name), or the prefix of its image tower.')
     if ignored:

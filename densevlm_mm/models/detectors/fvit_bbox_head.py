@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from densevlm_mm.registry import MODELS
 from densevlm_mm.text_embeddings import BACKGROUND_NAME, load_text_embeddings
+from densevlm_mm.vocabulary import check_same_classes
 
 BACKGROUND = BACKGROUND_NAME
 BACKGROUND_MODES = ('embedding', 'zero', 'learned')
@@ -55,16 +56,9 @@ def geometric_ensemble(det_probs: Tensor, vlm_probs: Tensor, novel_mask: Tensor,
 
 def check_class_names(expected: Optional[List[str]], names: List[str], path: str) -> None:
     """Raise ``ValueError`` naming the first difference between the expected classes and a file's."""
-    if expected is None or list(expected) == list(names):
-        return
-    bad = next((i for i, (a, b) in enumerate(zip(expected, names)) if a != b),
-               min(len(expected), len(names)))
-    raise ValueError(
-        f'{path!r} does not match the detector classes: {len(names)} classes in the file vs '
-        f'{len(expected)} expected; first difference at {bad} '
-        f'({names[bad] if bad < len(names) else None!r} vs '
-        f'{expected[bad] if bad < len(expected) else None!r}). Generate the file for the '
-        "dataset's class list with tools/text_embeddings.py.")
+    check_same_classes(names, expected, 'the file', 'the detector classes',
+                       "generate the file for the dataset's class list with "
+                       'tools/text_embeddings.py.', where=repr(path))
 
 
 def check_embedding_model(classifier: 'TextEmbeddingClassifier', model_name: Optional[str],

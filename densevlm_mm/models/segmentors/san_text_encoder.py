@@ -16,7 +16,6 @@ keys, same ``forward`` contract) and changes only where the rows come from:
 * ``embedding_file``: precomputed rows (``tools/text_embeddings.py``); checked against the
   vocabulary (names, order) and ``output_dims`` when the model is built, i.e. before training.
 """
-import json
 import os.path as osp
 from typing import List, Optional, Sequence, Union
 
@@ -28,6 +27,7 @@ from mmseg.utils import get_classes
 
 from densevlm_mm.registry import MODELS
 from densevlm_mm.text_embeddings import TEMPLATES, build_text_embeddings, load_text_embeddings
+from densevlm_mm.utils.files import load_json_file
 
 _VOCAB_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'vocab_data')
 
@@ -47,8 +47,7 @@ def vocabulary_names(vocabulary: Union[str, Sequence[str]]) -> List[str]:
         raise FileNotFoundError(f'vocabulary {vocabulary!r} is neither a file nor a bundled '
                                 f'vocabulary (densevlm_mm/vocab_data/*.json)')
     if path.endswith('.json'):
-        with open(path) as f:
-            entries = json.load(f)
+        entries = load_json_file(path, 'vocabulary')
         if isinstance(entries, dict) and 'names' in entries:
             entries = entries['names']
         return [e['name'] if isinstance(e, dict) else str(e) for e in entries]
